@@ -1,0 +1,193 @@
+"""Cost of shift layers: ResNet20 float vs fully shifted DeepShift-Q and DeepShift-PS on the CPU.
+
+Measures, with ``torch.set_num_threads(2)``:
+
+- the median time of one training step (forward + backward + SGD step) at batch 128, 32x32 inputs;
+- the median time of one eval-mode inference batch of 1000 under ``torch.inference_mode()``;
+- the peak resident memory of each variant.
+
+Times of the three variants are interleaved (one measurement of each per round, the order rotating
+every round) so that load from other processes on a shared machine hits all variants alike; the
+median of the rounds is reported and turned into a ratio to float.
+
+Peak memory is the resident-set high-water mark (``VmHWM`` of ``/proc/self/status``) of a fresh
+subprocess per variant and phase that builds the model, runs the phase twice (the second training
+step includes the optimiser's momentum buffers) and reports it. ``VmHWM`` is used rather than
+``getrusage().ru_maxrss`` because Linux carries ``ru_maxrss`` across ``exec`` from the forking parent,
+which would report the parent's size; ``ru_maxrss`` is the fallback where ``/proc`` is missing. The
+number includes the interpreter and the torch libraries (the same for all variants); the baseline of
+a subprocess that only builds the model is reported too, so a phase's own growth is the difference.
+
+Run ``python bench/shift_layers.py`` (about two minutes) or ``--quick`` for a smoke run. The result
+is printed and written to ``bench/results/shift_layers.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from greenshift.models import get_model
+from greenshift.shift import convert_to_shift, count_shiftable_layers
+
+VARIANTS = ("float", "Q", "PS")
+TRAIN_BATCH = 128
+INFER_BATCH = 1000
+THREADS = 2
+TARGETS = {"train_ratio": 1.05, "inference_ratio": 1.2}
+RESULT = Path(__file__).resolve().parent / "results" / "shift_layers.json"
+
+
+def build(variant: str) -> nn.Module:
+    """ResNet20 for 10 classes; fully shifted (every shiftable layer) unless ``variant`` is float."""
+    torch.manual_seed(0)
+    model = get_model("resnet20", num_classes=10, in_channels=3)
+    if variant != "float":
+        model = convert_to_shift(model, count_shiftable_layers(model), shift_type=variant)
+    return model
+
+
+def train_step_fn(model: nn.Module) -> Callable[[], None]:
+    """One SGD training step on a fixed random batch."""
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(TRAIN_BATCH, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (TRAIN_BATCH,), generator=generator)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimiser.step()
+
+    return step
+
+
+def inference_fn(model: nn.Module) -> Callable[[], None]:
+    """One eval-mode forward pass of a batch of 1000 without autograd."""
+    model.eval()
+    images = torch.randn(INFER_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+    def infer() -> None:
+        with torch.inference_mode():
+            model(images)
+
+    return infer
+
+
+def interleaved_medians(fns: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each function, measured in rotating interleaved rounds."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_rss_mib(variant: str, phase: str) -> float:
+    """Peak RSS of a fresh subprocess running ``phase`` ("build", "train" or "inference") twice."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", variant, phase],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _high_water_mib() -> float:
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # reported in kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def memory_probe(variant: str, phase: str) -> None:
+    """Subprocess body of :func:`peak_rss_mib`: print the resident high-water mark in MiB."""
+    torch.set_num_threads(THREADS)
+    model = build(variant)
+    if phase != "build":
+        fn = train_step_fn(model) if phase == "train" else inference_fn(model)
+        fn()
+        fn()
+    print(_high_water_mib())
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Run the benchmark, print a summary and write the JSON result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULT, help="where to write the JSON result")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("VARIANT", "PHASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        memory_probe(*args.memory_probe)
+        return {}
+
+    torch.set_num_threads(THREADS)
+    train_rounds, infer_rounds, warmup = (3, 2, 1) if args.quick else (15, 9, 2)
+    memory = {
+        v: {phase: peak_rss_mib(v, phase) for phase in ("build", "train", "inference")} for v in VARIANTS
+    }
+    models = {variant: build(variant) for variant in VARIANTS}
+    train = interleaved_medians(
+        {v: train_step_fn(copy.deepcopy(m)) for v, m in models.items()}, train_rounds, warmup
+    )
+    infer = interleaved_medians({v: inference_fn(m) for v, m in models.items()}, infer_rounds, warmup)
+
+    result: dict[str, object] = {
+        "model": "resnet20",
+        "threads": THREADS,
+        "train_batch": TRAIN_BATCH,
+        "inference_batch": INFER_BATCH,
+        "quick": args.quick,
+        "rounds": {"train": train_rounds, "inference": infer_rounds, "warmup": warmup},
+        "train_step_s": train,
+        "inference_s": infer,
+        "train_ratio": {v: train[v] / train["float"] for v in VARIANTS},
+        "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
+        "peak_rss_mib": memory,
+        "targets": TARGETS,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    print(f"ResNet20, {THREADS} threads, medians of interleaved rounds{' (quick)' if args.quick else ''}")
+    print(
+        f"{'variant':8s} {'train s':>9s} {'ratio':>6s} {'infer s':>9s} {'ratio':>6s} {'RSS MiB b/t/i':>20s}"
+    )
+    for v in VARIANTS:
+        rss = "/".join(f"{memory[v][p]:.0f}" for p in ("build", "train", "inference"))
+        print(
+            f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} "
+            f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {rss:>20s}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

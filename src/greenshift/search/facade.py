@@ -1,0 +1,595 @@
+"""The search facade: one object that wires space, SMAC, runners, store and progress.
+
+Like SMAC's own facades, every part is built by a small overridable ``get_*`` method and can be
+injected (``trial_function``, ``dask_client``, ``progress``). The run store is the source of truth:
+SMAC's optimiser state is rebuilt on resume by replaying the same seeded ask/tell sequence, in which
+every trial already completed is answered from the store instead of being run again. That makes a
+resume exact after any kill, even one that cut SMAC's own files short, and never trips over trials
+that were running when the process died (SMAC3 issue 1293): those are marked interrupted and re-run
+when the replay asks for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greenshift.errors import ConfigError
+from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
+from greenshift.search.smac_runner import (
+    OPTIMIZERS,
+    configuration_values,
+    make_facade,
+    make_runner,
+    make_scenario,
+)
+from greenshift.search.space import build_space, space_to_json
+from greenshift.search.trial import (
+    CRASHED,
+    OK,
+    TIMEOUT,
+    TrialSettings,
+    continuation_checkpoint,
+    run_trial,
+)
+from greenshift.store import RunStore, TrialRecord, TrialStatus, config_key
+
+FINAL_STATUSES = (TrialStatus.OK, TrialStatus.CRASHED, TrialStatus.DIVERGED, TrialStatus.TIMEOUT)
+DEFAULT_OBJECTIVES = ("loss", "energy_model_j")
+KEEP_MODELS = ("pareto", "all", "none")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Settings of one search run (the CLI flags of ``greenshift search``)."""
+
+    dataset: str
+    backbone: str
+    out: str
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    optimizer: str = "smac"
+    trials: int = 30
+    min_epochs: int = 1
+    max_epochs: int = 9
+    eta: int = 3
+    walltime_s: float | None = None
+    max_total_epochs: int | None = None
+    seed: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    image_size: int | None = None
+    split_seed: int = 0
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    ranges: Mapping[str, Any] = field(default_factory=dict)
+    space_file: str | None = None
+    objective_weights: tuple[float, ...] | None = None
+    continue_promoted: bool = False
+    keep_models: str = "pareto"
+    trial_timeout_s: float | None = None
+    energy_table: str | None = None
+    meter: str = "auto"
+    force_new: bool = False
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if len(self.objectives) < 2 or len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError("--objectives needs at least two different objectives, e.g. loss,energy_model_j")
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if not 1 <= self.min_epochs <= self.max_epochs:
+            raise ConfigError(
+                f"epochs must satisfy 1 <= --min-epochs <= --max-epochs, got {self.min_epochs} and {self.max_epochs}"
+            )
+        if self.eta < 2:
+            raise ConfigError(f"--eta must be at least 2, got {self.eta}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.scheduler:
+            raise ConfigError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
+        if self.keep_models not in KEEP_MODELS:
+            raise ConfigError(f"--keep-models must be one of {', '.join(KEEP_MODELS)}")
+        for name, value in (("--walltime", self.walltime_s), ("--trial-timeout", self.trial_timeout_s)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.max_total_epochs is not None and self.max_total_epochs < self.max_epochs:
+            raise ConfigError(
+                f"--max-total-epochs {self.max_total_epochs} is below --max-epochs {self.max_epochs}: "
+                "not even the default configuration fits"
+            )
+        if self.objective_weights is not None:
+            weights = self.objective_weights
+            if len(weights) != len(self.objectives) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+                raise ConfigError(
+                    f"--objective-weights needs {len(self.objectives)} non-negative numbers that do not all equal 0"
+                )
+
+    def identity(self, space_json: str, fixed_extra: Mapping[str, Any]) -> dict[str, Any]:
+        """What must not change when a run is resumed (limits and execution settings may)."""
+        return {
+            "dataset": self.dataset,
+            "image_size": self.image_size,
+            "split_seed": self.split_seed,
+            "backbone": self.backbone,
+            "objectives": list(self.objectives),
+            "optimizer": self.optimizer,
+            "min_epochs": self.min_epochs,
+            "max_epochs": self.max_epochs,
+            "eta": self.eta,
+            "seed": self.seed,
+            "space": space_json,
+            "fixed": dict(sorted(fixed_extra.items())),
+            "objective_weights": None if self.objective_weights is None else list(self.objective_weights),
+            "continue_promoted": self.continue_promoted,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search returns: all trials, the Pareto front at the maximum budget and the default."""
+
+    run_dir: Path
+    objectives: tuple[str, ...]
+    max_epochs: int
+    trials: list[TrialRecord]
+    pareto: list[TrialRecord]
+    default: TrialRecord | None
+    stop_reason: str
+
+    @property
+    def completed(self) -> list[TrialRecord]:
+        """Trials that finished (any final status)."""
+        return [t for t in self.trials if t.status in FINAL_STATUSES]
+
+
+def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[str], max_epochs: int) -> list[TrialRecord]:
+    """Non-dominated OK trials at the maximum budget (lower budgets never mix into the front)."""
+    import numpy as np
+
+    from greenshift.objectives.pareto import non_dominated_mask
+
+    candidates = [r for r in records if r.status == TrialStatus.OK and r.budget_epochs >= max_epochs]
+    if not candidates:
+        return []
+    points = np.array([[r.objectives[name] for name in objectives] for r in candidates], dtype=float)
+    mask = non_dominated_mask(points)
+    return [r for r, keep in zip(candidates, mask) if keep]
+
+
+class SmacTarget:
+    """The target function SMAC's runners call: one trial through ``trial_function``."""
+
+    def __init__(self, settings: TrialSettings, trial_function: Callable[..., dict[str, Any]]):
+        self.settings = settings
+        self.trial_function = trial_function
+
+    def __call__(self, config: Any, seed: int = 0, budget: float | None = None) -> tuple[list[float], dict]:
+        """Run one trial; costs of failed trials are replaced by the search before SMAC sees them."""
+        values = configuration_values(config)
+        epochs = budget_to_epochs(budget, self.settings.max_epochs)
+        outcome = self.trial_function(self.settings, values, epochs, int(seed), config_key(values))
+        costs = [float(outcome["objectives"].get(name, 0.0)) for name in self.settings.objectives]
+        return costs, {"greenshift": outcome}
+
+
+def budget_to_epochs(budget: float | None, max_epochs: int) -> int:
+    """SMAC's real-valued budget as whole epochs (at least 1); no budget means the maximum."""
+    if budget is None:
+        return max_epochs
+    return max(1, min(max_epochs, int(round(budget))))
+
+
+@dataclass
+class _Pending:
+    trial_id: int
+    key: tuple[str, int, int]
+    is_default: bool
+    budget_epochs: int
+
+
+class DSNNSearch:
+    """Multi-fidelity multi-objective search of DSNN configurations, resumable by run directory."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        *,
+        trial_function: Callable[..., dict[str, Any]] = run_trial,
+        dask_client: Any | None = None,
+        progress: SearchProgress | None = None,
+    ):
+        self.settings = settings
+        self.trial_function = trial_function
+        self._dask_client = dask_client
+        self._own_cluster: Any | None = None
+        self.progress = progress or NullProgress()
+        self._stop_requested = threading.Event()
+        self._pending: list[_Pending] = []
+
+    # -- parts, each overridable -------------------------------------------------------------
+    def get_shiftable_layers(self) -> int:
+        """Number of shiftable layers of the backbone: the upper bound of ``shift_depth``."""
+        from greenshift.data import list_datasets
+        from greenshift.models import get_model
+        from greenshift.shift import count_shiftable_layers
+
+        names = {info.name for info in list_datasets()}
+        if self.settings.dataset not in names:
+            raise ConfigError(f"unknown data set {self.settings.dataset!r}; available: {', '.join(sorted(names))}")
+        return count_shiftable_layers(get_model(self.settings.backbone, num_classes=10, in_channels=3))
+
+    def get_space(self) -> tuple[Any, dict[str, Any]]:
+        """The ConfigSpace space and the values fixed outside it."""
+        s = self.settings
+        return build_space(
+            self.get_shiftable_layers(), fixed=s.fixed, ranges=s.ranges, space_file=s.space_file, seed=s.seed
+        )
+
+    def get_threads_per_worker(self) -> int | None:
+        """Torch threads per trial: the machine's cores split between local workers."""
+        if self.settings.workers <= 1 and not self.settings.scheduler:
+            return None
+        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+
+    def get_dask_client(self) -> Any | None:
+        """A client for ``--scheduler``, a local cluster for ``--workers N > 1``, or None (in process)."""
+        if self._dask_client is not None:
+            return self._dask_client
+        s = self.settings
+        if not s.scheduler and s.workers <= 1:
+            return None
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("parallel search needs Dask: pip install 'greenshift[dask]'") from None
+        if s.scheduler:
+            try:
+                self._dask_client = Client(s.scheduler, timeout="10s")
+            except OSError as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {s.scheduler}: {exc}") from None
+            return self._dask_client
+        self._own_cluster = LocalCluster(
+            n_workers=s.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        self._dask_client = Client(self._own_cluster)
+        return self._dask_client
+
+    def get_trial_settings(self, fixed_extra: Mapping[str, Any]) -> TrialSettings:
+        """What every worker needs to run a trial of this search."""
+        s = self.settings
+        return TrialSettings(
+            dataset=s.dataset,
+            backbone=s.backbone,
+            objectives=tuple(s.objectives),
+            max_epochs=s.max_epochs,
+            run_dir=str(Path(s.out).resolve()),
+            data_dir=s.data_dir,
+            image_size=s.image_size,
+            split_seed=s.split_seed,
+            device=s.device,
+            threads_per_worker=self.get_threads_per_worker(),
+            continue_promoted=s.continue_promoted,
+            keep_models=s.keep_models,
+            trial_timeout_s=s.trial_timeout_s,
+            energy_table=s.energy_table,
+            meter=s.meter,
+            fixed_extra=dict(fixed_extra),
+        )
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        """Run (or resume) the search until a limit is reached; returns the result from the store."""
+        import greenshift
+
+        s = self.settings
+        space, fixed_extra = self.get_space()
+        run_dir = Path(s.out)
+        store = RunStore.create(
+            run_dir,
+            identity=s.identity(space_to_json(space), fixed_extra),
+            info={
+                "greenshift_version": greenshift.__version__,
+                "settings": _jsonable(dataclasses.asdict(s)),
+                # SMAC iterates over sets of configurations, so a run repeats exactly (and a resume replays
+                # exactly) only under the same hash seed; the CLI fixes it, library users can set it.
+                "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
+            },
+            force_new=s.force_new,
+        )
+        previous_handler = self._install_sigint_handler()
+        try:
+            store.interrupt_running()
+            stop_reason = self._optimize(store, space, fixed_extra)
+            self._cleanup_checkpoints(store)
+            records = store.trials()
+        except KeyboardInterrupt:
+            store.interrupt_running()
+            raise
+        finally:
+            self._restore_sigint_handler(previous_handler)
+            self._close_cluster()
+            store.close()
+        return SearchResult(
+            run_dir=run_dir,
+            objectives=tuple(s.objectives),
+            max_epochs=s.max_epochs,
+            trials=records,
+            pareto=pareto_records(records, s.objectives, s.max_epochs),
+            default=next((r for r in records if r.is_default and r.status == TrialStatus.OK), None),
+            stop_reason=stop_reason,
+        )
+
+    def request_stop(self) -> None:
+        """Stop asking for new trials; running ones finish and are recorded."""
+        self._stop_requested.set()
+
+    def _optimize(self, store: RunStore, space: Any, fixed_extra: Mapping[str, Any]) -> str:
+        from smac.runhistory import TrialInfo
+
+        s = self.settings
+        scenario = make_scenario(
+            space,
+            optimizer=s.optimizer,
+            objectives=s.objectives,
+            output_directory=Path(s.out) / "smac",
+            seed=s.seed,
+            # The initial design's size depends on n_trials: keep the first session's value so that a
+            # resumed run with a larger --trials replays the same sequence before it goes further.
+            n_trials=int(store.get_state("scenario_trials", s.trials)),
+            min_epochs=s.min_epochs,
+            max_epochs=s.max_epochs,
+            n_workers=max(1, s.workers),
+        )
+        store.set_state("scenario_trials", scenario.n_trials)
+        smac = make_facade(
+            scenario, optimizer=s.optimizer, eta=s.eta, objective_weights=s.objective_weights, verbose=s.verbose
+        )
+        client = self.get_dask_client()
+        target = SmacTarget(self.get_trial_settings(fixed_extra), self.trial_function)
+        runner = make_runner(scenario, target, client)
+        capacity = _worker_capacity(runner, s.workers)
+        started = time.time()
+        self.progress.start(self._stats(store, started))
+
+        default_config = space.get_default_configuration()
+        default_values = configuration_values(default_config)
+        if not self._default_done(store, default_values):
+            info = TrialInfo(config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs)
+            self._submit(store, runner, info, default_values, is_default=True)
+
+        stop_reason = ""
+        asking = True
+        while True:
+            self._collect(store, smac, runner)
+            if asking:
+                stop_reason = self._limit_reached(store, started)
+                if stop_reason:
+                    asking = False
+            if asking and len(self._pending) < capacity:
+                try:
+                    info = smac.ask()
+                except StopIteration:
+                    asking, stop_reason = False, "the optimiser has no configurations left"
+                    continue
+                values = configuration_values(info.config)
+                epochs = budget_to_epochs(info.budget, s.max_epochs)
+                done = store.find(values, epochs, int(info.seed or 0))
+                if done is not None and done.status in FINAL_STATUSES:
+                    smac.tell(info, self._value_from_record(store, done), save=False)
+                    continue
+                if self._over_epoch_budget(store, epochs):
+                    asking, stop_reason = False, f"reached --max-total-epochs {s.max_total_epochs}"
+                    continue
+                self._submit(store, runner, info, values, is_default=False)
+                self.progress.update(self._stats(store, started))
+                continue
+            if not self._pending:
+                break
+            runner.wait()
+        self.progress.stop(self._stats(store, started), stop_reason)
+        return stop_reason
+
+    def _submit(self, store: RunStore, runner: Any, info: Any, values: dict, *, is_default: bool) -> None:
+        epochs = budget_to_epochs(info.budget, self.settings.max_epochs)
+        seed = int(info.seed or 0)
+        trial_id = store.start_trial(values, epochs, seed, is_default=is_default)
+        self._pending.append(_Pending(trial_id, (config_key(values), epochs, seed), is_default, epochs))
+        runner.submit_trial(info)
+
+    def _collect(self, store: RunStore, smac: Any, runner: Any) -> None:
+        for info, value in runner.iter_results():
+            values = configuration_values(info.config)
+            epochs = budget_to_epochs(info.budget, self.settings.max_epochs)
+            key = (config_key(values), epochs, int(info.seed or 0))
+            pending = next((p for p in self._pending if p.key == key), None)
+            if pending is None:
+                continue
+            self._pending.remove(pending)
+            outcome = (value.additional_info or {}).get("greenshift")
+            if outcome is None:  # the runner itself failed (e.g. SMAC caught an exception)
+                error = (value.additional_info or {}).get("error", "the trial failed before it returned")
+                outcome = {"status": CRASHED, "objectives": {}, "metrics": {}, "error": str(error)}
+            status = TrialStatus(outcome["status"])
+            metrics = dict(outcome.get("metrics", {}))
+            metrics["epochs_trained"] = outcome.get("epochs_trained", 0)
+            metrics["worker"] = outcome.get("worker")
+            store.finish_trial(
+                pending.trial_id,
+                status,
+                objectives=outcome.get("objectives") or None,
+                metrics=metrics,
+                error=outcome.get("error"),
+                checkpoint=outcome.get("checkpoint"),
+                duration_s=outcome.get("duration_s", float(value.time)),
+            )
+            if not pending.is_default:
+                smac.tell(info, self._value_from_record(store, store.trial(pending.trial_id)), save=False)
+            if self.settings.continue_promoted:
+                self._drop_dead_continuations(store, smac)
+            self.progress.update(self._stats(store, None))
+
+    def _value_from_record(self, store: RunStore, record: TrialRecord) -> Any:
+        """The SMAC trial value of a stored trial, identical whether told live or replayed on resume.
+
+        Only stored values are used (SMAC's runhistory keeps trial times too, so a replay that told
+        other times would steer SMAC elsewhere). Failed trials get the worst cost among the OK trials
+        that finished before them, so the replay sees the same costs as the live run.
+        """
+        from smac.runhistory import StatusType, TrialValue
+
+        objectives = self.settings.objectives
+        timing = {
+            "time": float(record.duration_s or 0.0),
+            "starttime": float(record.started_at),
+            "endtime": float(record.finished_at or record.started_at),
+        }
+        if record.status == TrialStatus.OK:
+            cost = [float(record.objectives[n]) for n in objectives]
+            return TrialValue(cost=cost, status=StatusType.SUCCESS, **timing)
+        earlier = [r for r in store.trials(TrialStatus.OK) if r.trial_id < record.trial_id]
+        worst = [max((r.objectives[n] for r in earlier), default=1.0) for n in objectives]
+        status = StatusType.TIMEOUT if record.status == TrialStatus(TIMEOUT) else StatusType.CRASHED
+        return TrialValue(cost=worst, status=status, **timing)
+
+    def _default_done(self, store: RunStore, default_values: dict) -> bool:
+        return any(
+            r.is_default and r.status in FINAL_STATUSES and r.config_key == config_key(default_values)
+            for r in store.trials()
+        )
+
+    def _limit_reached(self, store: RunStore, started: float) -> str:
+        s = self.settings
+        records = store.trials()
+        finished = sum(1 for r in records if r.status in FINAL_STATUSES)
+        if finished + len(self._pending) >= s.trials:
+            return f"reached --trials {s.trials}"
+        if s.walltime_s is not None and time.time() - started >= s.walltime_s:
+            return f"reached --walltime {s.walltime_s:g} s"
+        if self._over_epoch_budget(store, s.min_epochs):
+            return f"reached --max-total-epochs {s.max_total_epochs}"
+        if self._stop_requested.is_set():
+            return "stopped by the user"
+        return ""
+
+    def _over_epoch_budget(self, store: RunStore, next_epochs: int) -> bool:
+        """Whether a trial of ``next_epochs`` would exceed ``--max-total-epochs`` (running ones reserved)."""
+        if self.settings.max_total_epochs is None:
+            return False
+        spent = sum(int(r.metrics.get("epochs_trained", 0)) for r in store.trials() if r.status in FINAL_STATUSES)
+        reserved = sum(p.budget_epochs for p in self._pending)
+        return spent + reserved + next_epochs > self.settings.max_total_epochs
+
+    def _drop_dead_continuations(self, store: RunStore, smac: Any) -> None:
+        """Delete training states of configurations that Hyperband can no longer promote."""
+        tracker = getattr(smac.intensifier, "_tracker", None)
+        if tracker is None:
+            return
+        alive = {p.key[0] for p in self._pending}
+        for pairs in tracker.values():
+            for _seed, configs in pairs:
+                alive.update(config_key(configuration_values(c)) for c in configs)
+        folder = Path(self.settings.out) / "checkpoints"
+        for path in folder.glob("continue-*.pt") if folder.is_dir() else []:
+            key = path.name.removeprefix("continue-").rsplit("-s", 1)[0]
+            if key not in alive:
+                path.unlink(missing_ok=True)
+
+    def _cleanup_checkpoints(self, store: RunStore) -> None:
+        """Bounded disk use: no continuation states after a search; models kept per --keep-models."""
+        folder = Path(self.settings.out) / "checkpoints"
+        if folder.is_dir():
+            for path in folder.glob("continue-*.pt"):
+                path.unlink(missing_ok=True)
+        if self.settings.keep_models != "pareto":
+            return
+        records = store.trials()
+        front = {r.trial_id for r in pareto_records(records, self.settings.objectives, self.settings.max_epochs)}
+        for record in records:
+            if record.checkpoint and record.trial_id not in front and not record.is_default:
+                store.remove_checkpoint(record.trial_id)
+
+    def _stats(self, store: RunStore, started: float | None) -> SearchStats:
+        records = store.trials()
+        s = self.settings
+        front = pareto_records(records, s.objectives, s.max_epochs)
+        default = next((r for r in records if r.is_default and r.status == TrialStatus.OK), None)
+        return SearchStats(
+            total=s.trials,
+            done=sum(1 for r in records if r.status in FINAL_STATUSES),
+            running=len(self._pending),
+            failed=sum(1 for r in records if r.status in FINAL_STATUSES and r.status != TrialStatus(OK)),
+            pareto_size=len(front),
+            hypervolume=_progress_hypervolume(front, default, s.objectives),
+            epochs_spent=sum(int(r.metrics.get("epochs_trained", 0)) for r in records),
+        )
+
+    def _install_sigint_handler(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._stop_requested.is_set():
+                raise KeyboardInterrupt
+            self.request_stop()
+            self.progress.note("stopping after the running trials (Ctrl-C again to abandon them)")
+
+        return signal.signal(signal.SIGINT, on_sigint)
+
+    @staticmethod
+    def _restore_sigint_handler(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+    def _close_cluster(self) -> None:
+        if self._own_cluster is not None:
+            if self._dask_client is not None:
+                self._dask_client.close()
+            self._own_cluster.close()
+            self._own_cluster = None
+            self._dask_client = None
+
+
+def _worker_capacity(runner: Any, workers: int) -> int:
+    client = getattr(runner, "_client", None)
+    if client is None:
+        return 1
+    return max(1, sum(client.nthreads().values()))
+
+
+def _progress_hypervolume(
+    front: Sequence[TrialRecord], default: TrialRecord | None, objectives: Sequence[str]
+) -> float | None:
+    """Hypervolume of the current front against the default-based reference (None before the default)."""
+    if default is None or not front:
+        return None
+    import numpy as np
+
+    from greenshift.objectives.pareto import hypervolume, reference_point_for
+
+    reference = reference_point_for(list(objectives), {n: default.objectives[n] for n in objectives})
+    points = np.array([[r.objectives[n] for n in objectives] for r in front], dtype=float)
+    return float(hypervolume(points, reference))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+__all__ = ["DSNNSearch", "SearchResult", "SearchSettings", "pareto_records"]

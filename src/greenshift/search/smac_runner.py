@@ -1,0 +1,145 @@
+"""SMAC3 wiring: facades for the three optimisers and the runners that execute trials.
+
+greenshift drives SMAC through ask/tell (SMAC chooses configurations and budgets; greenshift runs,
+records and limits) and executes trials with SMAC's own runners: ``TargetFunctionRunner`` in
+process, ``DaskParallelRunner`` on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ConfigSpace import Configuration, ConfigurationSpace
+from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, RandomFacade, Scenario
+from smac.multi_objective.parego import ParEGO
+from smac.runhistory import StatusType, TrialInfo, TrialValue
+from smac.runner import DaskParallelRunner, TargetFunctionRunner
+
+OPTIMIZERS = ("smac", "smac-bo", "random")
+
+
+class PreferenceParEGO(ParEGO):
+    """ParEGO whose random weights are drawn around a user's preference.
+
+    SMAC normalises every objective to [0, 1] over the observed successful trials before ParEGO
+    scalarises them, so weights compare like with like. Without a preference the weights are uniform
+    on the simplex (plain ParEGO); with one they come from a Dirichlet distribution centred on it, so
+    the search still explores the front but spends more effort where the user cares.
+    """
+
+    def __init__(self, scenario: Scenario, weights: Sequence[float] | None = None, *, concentration: float = 20.0):
+        super().__init__(scenario=scenario)
+        self._preference = None if weights is None else np.asarray(weights, dtype=float) / float(np.sum(weights))
+        self._concentration = concentration
+
+    @property
+    def meta(self) -> dict[str, Any]:  # noqa: D102 - SMAC stores it with the run
+        meta = super().meta
+        meta["preference"] = None if self._preference is None else self._preference.tolist()
+        return meta
+
+    def update_on_iteration_start(self) -> None:  # noqa: D102
+        if self._preference is None:
+            super().update_on_iteration_start()
+            return
+        self._theta = self._rng.dirichlet(self._preference * self._concentration + 1e-3)
+
+
+def make_scenario(
+    space: ConfigurationSpace,
+    *,
+    optimizer: str,
+    objectives: Sequence[str],
+    output_directory: Path,
+    seed: int,
+    n_trials: int,
+    min_epochs: int,
+    max_epochs: int,
+    n_workers: int,
+) -> Scenario:
+    """The SMAC scenario of a search: deterministic trials, budgets in epochs for ``smac`` only."""
+    budgets: dict[str, Any] = {}
+    if optimizer == "smac":
+        budgets = {"min_budget": float(min_epochs), "max_budget": float(max_epochs)}
+    return Scenario(
+        space,
+        name="smac",
+        output_directory=output_directory,
+        deterministic=True,
+        objectives=list(objectives),
+        n_trials=max(n_trials, 1),
+        seed=seed,
+        n_workers=n_workers,
+        **budgets,
+    )
+
+
+def make_facade(
+    scenario: Scenario, *, optimizer: str, eta: int, objective_weights: Sequence[float] | None, verbose: bool
+) -> Any:
+    """The SMAC facade for ``optimizer``; trials are run by greenshift, so no target function is given."""
+    logging_level: int = logging.INFO if verbose else logging.ERROR
+    mo = PreferenceParEGO(scenario, objective_weights)
+    common = {"multi_objective_algorithm": mo, "overwrite": True, "logging_level": logging_level}
+    if optimizer == "smac":
+        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta, incumbent_selection="highest_budget")
+        return MultiFidelityFacade(scenario, None, intensifier=intensifier, **common)
+    if optimizer == "smac-bo":
+        intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
+        return HyperparameterOptimizationFacade(scenario, None, intensifier=intensifier, **common)
+    intensifier = RandomFacade.get_intensifier(scenario, max_config_calls=1)
+    return RandomFacade(scenario, None, intensifier=intensifier, **common)
+
+
+class ResilientDaskRunner(DaskParallelRunner):
+    """SMAC's Dask runner, except that a trial whose worker died is reported as crashed.
+
+    SMAC's runner re-raises the exception of a lost future (e.g. ``KilledWorker``) out of the
+    optimisation loop, which would end the whole search; greenshift records it and goes on.
+    """
+
+    def __init__(self, single_worker: TargetFunctionRunner, dask_client: Any):
+        super().__init__(single_worker=single_worker, dask_client=dask_client)
+        self._submitted: dict[Any, TrialInfo] = {}
+
+    def submit_trial(self, trial_info: TrialInfo, **dask_data_to_scatter: dict[str, Any]) -> None:  # noqa: D102
+        before = set(self._pending_trials)
+        super().submit_trial(trial_info, **dask_data_to_scatter)
+        for future in self._pending_trials:
+            if future not in before:
+                self._submitted[future] = trial_info
+
+    def _process_pending_trials(self) -> None:
+        for future in [f for f in self._pending_trials if f.done()]:
+            info = self._submitted.pop(future, None)
+            self._pending_trials.remove(future)
+            try:
+                self._results_queue.append(future.result())
+            except Exception as exc:  # lost worker, cancelled future, unpicklable result
+                if info is None:
+                    raise
+                value = TrialValue(
+                    cost=self._crash_cost,
+                    status=StatusType.CRASHED,
+                    additional_info={"greenshift": {"status": "crashed", "error": f"worker lost: {exc!r}"}},
+                )
+                self._results_queue.append((info, value))
+
+
+def make_runner(
+    scenario: Scenario, target: Callable[..., Any], dask_client: Any | None
+) -> TargetFunctionRunner | ResilientDaskRunner:
+    """SMAC's in-process runner, or its Dask runner on ``dask_client``."""
+    single = TargetFunctionRunner(scenario=scenario, target_function=target, required_arguments=["seed", "budget"])
+    if dask_client is None:
+        return single
+    return ResilientDaskRunner(single, dask_client)
+
+
+def configuration_values(config: Configuration) -> dict[str, Any]:
+    """Active hyperparameter values of a SMAC configuration as plain Python values."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in dict(config).items()}

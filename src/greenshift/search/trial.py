@@ -1,0 +1,282 @@
+"""One trial of a search: train a configuration for a budget of epochs and evaluate its objectives.
+
+This runs on a search worker (the main process, or a Dask worker on this or another machine), so it
+must be picklable and must never raise: every failure becomes an outcome with a status and the error,
+recorded by the search, which goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greenshift.errors import GreenshiftError
+
+#: Outcome statuses of a finished trial (the store's TrialStatus values).
+OK, CRASHED, DIVERGED, TIMEOUT = "ok", "crashed", "diverged", "timeout"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything a worker needs to run trials of one search (sent to every worker once)."""
+
+    dataset: str
+    backbone: str
+    objectives: tuple[str, ...]
+    max_epochs: int
+    run_dir: str
+    data_dir: str | None = None
+    image_size: int | None = None
+    split_seed: int = 0
+    device: str = "auto"
+    threads_per_worker: int | None = None
+    continue_promoted: bool = False
+    keep_models: str = "pareto"
+    trial_timeout_s: float | None = None
+    energy_table: str | None = None
+    meter: str = "auto"
+    fixed_extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TrialTimeout(Exception):
+    """Raised inside training when a trial runs past ``--trial-timeout``."""
+
+
+def continuation_checkpoint(run_dir: str | Path, config_key: str, seed: int) -> Path:
+    """Where a configuration's training state is kept between Hyperband promotions."""
+    return Path(run_dir) / "checkpoints" / f"continue-{config_key}-s{seed}.pt"
+
+
+def model_checkpoint(run_dir: str | Path, config_key: str, seed: int, budget_epochs: int) -> Path:
+    """Where the trained model of a trial is kept (``--keep-models``)."""
+    return Path(run_dir) / "checkpoints" / f"model-{config_key}-s{seed}-e{budget_epochs}.pt"
+
+
+_DATASETS: dict[tuple[Any, ...], Any] = {}
+
+
+def _dataset_for(settings: TrialSettings, device: Any) -> Any:
+    """Load the data set once per worker process and keep it on the worker's device."""
+    from greenshift.data import load_dataset
+
+    key = (settings.dataset, settings.data_dir, settings.image_size, settings.split_seed, str(device))
+    if key not in _DATASETS:
+        _DATASETS.clear()  # one data set per worker: a new search in the same process replaces it
+        dataset = load_dataset(
+            settings.dataset,
+            data_dir=settings.data_dir,
+            image_size=settings.image_size,
+            split_seed=settings.split_seed,
+        )
+        _DATASETS[key] = dataset.to(device)
+    return _DATASETS[key]
+
+
+def worker_device(settings: TrialSettings) -> Any:
+    """The torch device of this worker: one GPU per Dask worker on multi-GPU machines."""
+    import torch
+
+    from greenshift.train import resolve_device
+
+    device = resolve_device(settings.device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        index = _worker_index()
+        if index is not None:
+            device = torch.device("cuda", index % torch.cuda.device_count())
+    return device
+
+
+def _worker_index() -> int | None:
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return None
+    try:
+        return int(str(name).rsplit("-", 1)[-1])
+    except ValueError:
+        return None
+
+
+def run_trial(
+    settings: TrialSettings, values: Mapping[str, Any], budget_epochs: int, seed: int, config_key: str
+) -> dict[str, Any]:
+    """Train ``values`` for ``budget_epochs`` and evaluate the objectives; never raises.
+
+    Returns a plain dict: ``status``, ``objectives`` (only for ok), ``metrics``, ``error``,
+    ``checkpoint`` (relative to the run directory), ``duration_s``, ``worker``, ``epochs_trained``.
+    """
+    start = time.time()
+    outcome: dict[str, Any] = {
+        "status": CRASHED,
+        "objectives": {},
+        "metrics": {},
+        "error": None,
+        "checkpoint": None,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "epochs_trained": 0,
+    }
+    try:
+        _train_and_evaluate(settings, values, budget_epochs, seed, config_key, outcome, start)
+    except TrialTimeout as exc:
+        outcome.update(status=TIMEOUT, error=str(exc))
+    except GreenshiftError as exc:
+        outcome.update(status=CRASHED, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a crash in one trial is recorded; the search goes on
+        text = str(exc)
+        if "out of memory" in text.lower():
+            text = f"out of memory: {text.splitlines()[0] if text else ''}"
+        outcome.update(status=CRASHED, error=f"{type(exc).__name__}: {text}\n{traceback.format_exc(limit=8)}")
+    outcome["duration_s"] = time.time() - start
+    if outcome["status"] != OK:
+        outcome["objectives"] = {}
+    return outcome
+
+
+def _train_and_evaluate(
+    settings: TrialSettings,
+    values: Mapping[str, Any],
+    budget_epochs: int,
+    seed: int,
+    config_key: str,
+    outcome: dict[str, Any],
+    start: float,
+) -> None:
+    import torch
+
+    from greenshift.objectives import evaluate
+    from greenshift.search.space import config_from_values
+    from greenshift.train import train
+
+    if settings.threads_per_worker:
+        torch.set_num_threads(settings.threads_per_worker)
+    config = config_from_values(values, settings.fixed_extra)
+    device = worker_device(settings)
+    dataset = _dataset_for(settings, device)
+
+    resume_from = None
+    checkpoint_path = None
+    schedule_epochs = budget_epochs
+    already_trained = 0
+    if settings.continue_promoted:
+        # The schedule spans the maximum budget so that b epochs are exactly the first b of the long run.
+        schedule_epochs = settings.max_epochs
+        checkpoint_path = continuation_checkpoint(settings.run_dir, config_key, seed)
+        already_trained = _checkpoint_epoch(checkpoint_path)
+        if 0 < already_trained < budget_epochs:
+            resume_from = checkpoint_path
+        else:
+            already_trained = 0
+
+    def check_deadline(epoch: int, _metrics: dict) -> None:
+        if settings.trial_timeout_s is not None and time.time() - start > settings.trial_timeout_s:
+            raise TrialTimeout(f"trial ran past --trial-timeout {settings.trial_timeout_s:g} s after epoch {epoch}")
+
+    result = train(
+        config,
+        dataset,
+        budget_epochs,
+        device=device,
+        seed=seed,
+        backbone=settings.backbone,
+        schedule_epochs=schedule_epochs,
+        checkpoint_path=checkpoint_path,
+        resume_from=resume_from,
+        progress=check_deadline,
+    )
+    outcome["epochs_trained"] = result.epochs_completed - already_trained
+    outcome["metrics"].update(
+        {
+            "val_accuracy_per_epoch": list(result.val_accuracy),
+            "val_loss_per_epoch": list(result.val_loss),
+            "train_time_s": result.train_time_s,
+            "shift_depth_resolved": result.shift_depth,
+            "continued_from_epoch": already_trained,
+            "device": str(device),
+        }
+    )
+    if result.status != "ok":
+        outcome.update(status=DIVERGED, error=result.message or "training diverged (non-finite loss)")
+        return
+    evaluation = evaluate(
+        result.model,
+        dataset,
+        list(settings.objectives),
+        device=device,
+        energy_table=settings.energy_table,
+        meter=settings.meter,
+    )
+    objectives = {name: float(evaluation[name]) for name in settings.objectives}
+    bad = [name for name, value in objectives.items() if not math.isfinite(value)]
+    outcome["metrics"].update(_plain_details(evaluation))
+    if bad:
+        outcome.update(status=CRASHED, error=f"objective(s) {', '.join(bad)} not finite")
+        return
+    outcome.update(status=OK, objectives=objectives)
+    if settings.keep_models != "none" and (settings.keep_models == "all" or budget_epochs >= settings.max_epochs):
+        path = model_checkpoint(settings.run_dir, config_key, seed, budget_epochs)
+        _save_model(path, result.model, config.to_dict(), settings, budget_epochs, seed, objectives)
+        outcome["checkpoint"] = str(path.relative_to(settings.run_dir))
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """Epochs already trained in a continuation checkpoint (0 if there is none or it is unreadable)."""
+    import torch
+
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a checkpoint cut short by a kill is simply not used
+        return 0
+    return int(state.get("epoch", 0)) if isinstance(state, dict) else 0
+
+
+def _save_model(
+    path: Path,
+    model: Any,
+    config: dict[str, Any],
+    settings: TrialSettings,
+    budget_epochs: int,
+    seed: int,
+    objectives: dict[str, float],
+) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "backbone": settings.backbone,
+        "dataset": settings.dataset,
+        "budget_epochs": budget_epochs,
+        "seed": seed,
+        "objectives": objectives,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _plain_details(evaluation: Any) -> dict[str, Any]:
+    """Evaluation details as JSON-friendly values (the store keeps them as metrics)."""
+    details = getattr(evaluation, "details", {}) or {}
+    plain: dict[str, Any] = {}
+    for key, value in details.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            plain[key] = value
+        elif isinstance(value, (list, tuple)):
+            plain[key] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
+        elif isinstance(value, Mapping):
+            plain[key] = {str(k): v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in value.items()}
+        else:
+            plain[key] = str(value)
+    return plain

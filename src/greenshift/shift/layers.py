@@ -1,0 +1,342 @@
+"""DeepShift-Q and DeepShift-PS convolution and linear layers.
+
+Both layer classes share :class:`ShiftLayer`, which holds every piece of shift logic; the concrete
+classes only say which float operation (``conv2d`` or ``linear``) consumes the rounded tensors.
+
+- ``shift_type="Q"`` keeps the float ``weight`` Parameter; the forward pass uses it rounded to
+  ``±2**p`` and the gradient flows straight through to the float weight.
+- ``shift_type="PS"`` replaces ``weight`` by the Parameters ``sign`` and ``shift`` (same shape);
+  the forward pass uses ``round_ternary(sign) * 2**round(shift)``.
+
+Layer inputs and the bias are rounded to fixed point (straight-through gradient). Stochastic
+rounding applies in training mode only; in eval mode rounding is deterministic (the deployed model).
+In eval mode without autograd the rounded weight and bias are cached; the cache is keyed on the
+parameters' storage and version counters, so optimiser steps, ``load_state_dict``, ``copy_`` or
+replaced parameters invalidate it, and ``train()``/``eval()`` clear it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from greenshift.errors import ConfigError
+from greenshift.shift.quantize import (
+    round_exponent,
+    round_fixed_point,
+    round_power_of_two,
+    round_ternary,
+    shift_range,
+    ste_fixed_point,
+    ste_power_of_two,
+    ste_sign_shift,
+    validate_shift_settings,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ShiftEncoding:
+    """The integer form of a shift weight: ``weight = sign * 2**shift`` elementwise.
+
+    ``sign`` holds values in {-1, 0, +1} and ``shift`` values in ``[p_min, 0]``, both int8 tensors of
+    the weight's ``shape``; ``weight_bits`` is the storage width of one weight.
+    """
+
+    sign: Tensor
+    shift: Tensor
+    weight_bits: int
+    shape: tuple[int, ...]
+
+    def decode(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The weight as a float tensor, ``sign * 2**shift``."""
+        return torch.exp2(self.shift.to(dtype)).mul_(self.sign.to(dtype))
+
+    @property
+    def size_bits(self) -> int:
+        """Storage size of the encoded weight in bits."""
+        return self.sign.numel() * self.weight_bits
+
+
+class ShiftLayer(nn.Module):
+    """Shared behaviour of :class:`ShiftConv2d` and :class:`ShiftLinear` (used as a mixin base).
+
+    Attributes: ``shift_type`` ("Q" or "PS", fixed at construction), ``weight_bits``, ``rounding``
+    ("deterministic" or "stochastic"), ``act_integer_bits`` and ``act_fraction_bits``.
+    """
+
+    weight: Tensor | None
+    bias: Tensor | None
+    weight_bits: int
+    rounding: str
+    act_integer_bits: int
+    act_fraction_bits: int
+    # Set by each concrete class: the float layer type, the constructor arguments to copy from it
+    # and the float operation consuming the rounded tensors.
+    _float_type: ClassVar[type[nn.Module]]
+    _float_args: ClassVar[tuple[str, ...]]
+    _shift_op: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+    def _setup_shift(
+        self,
+        shift_type: str,
+        weight_bits: int,
+        rounding: str,
+        act_integer_bits: int,
+        act_fraction_bits: int,
+    ) -> None:
+        """Store the settings; for PS, turn the float weight into ``sign`` and ``shift`` Parameters."""
+        validate_shift_settings(shift_type, weight_bits, rounding, act_integer_bits, act_fraction_bits)
+        self._shift_type = shift_type
+        self.weight_bits = weight_bits
+        self.rounding = rounding
+        self.act_integer_bits = act_integer_bits
+        self.act_fraction_bits = act_fraction_bits
+        self._eval_cache: tuple[tuple[Any, ...], Tensor, Tensor | None] | None = None
+        if shift_type == "PS":
+            float_weight = self.weight.detach()
+            del self.weight
+            self.sign = nn.Parameter(torch.empty_like(float_weight))
+            self.shift = nn.Parameter(torch.empty_like(float_weight))
+            self._init_sign_shift(float_weight)
+
+    @property
+    def shift_type(self) -> str:
+        """ "Q" or "PS"; fixed because the two keep different parameters."""
+        return self._shift_type
+
+    @property
+    def shift_bounds(self) -> tuple[int, int]:
+        """The allowed exponents ``(p_min, p_max)`` for the current settings."""
+        return shift_range(self.weight_bits, self._shift_type)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """Shape of the (rounded) weight, whichever parameters represent it."""
+        source = self.weight if self._shift_type == "Q" else self.sign
+        return tuple(source.shape)
+
+    @torch.no_grad()
+    def _init_sign_shift(self, float_weight: Tensor) -> None:
+        # log2|0| = -inf clamps to p_min, so zero weights start with sign 0 and a finite shift.
+        self.sign.copy_(torch.sign(float_weight))
+        self.shift.copy_(torch.log2(float_weight.abs()).clamp_(*self.shift_bounds))
+
+    def _stochastic_now(self) -> bool:
+        return self.training and self.rounding == "stochastic"
+
+    def quantized_weight(self) -> Tensor:
+        """The ``sign * 2**p`` weight the forward pass uses (with its STE gradient)."""
+        p_min, p_max = self.shift_bounds
+        stochastic = self._stochastic_now()
+        if self._shift_type == "Q":
+            return ste_power_of_two(self.weight, p_min, p_max, stochastic)
+        return ste_sign_shift(self.sign, self.shift, p_min, p_max, stochastic)
+
+    def quantized_bias(self) -> Tensor | None:
+        """The bias rounded to the activation fixed-point format (``None`` without bias)."""
+        if self.bias is None:
+            return None
+        return ste_fixed_point(self.bias, self.act_integer_bits, self.act_fraction_bits)
+
+    @torch.no_grad()
+    def encode(self) -> ShiftEncoding:
+        """Integer sign and shift of the deployed (deterministically rounded) weight."""
+        p_min, p_max = self.shift_bounds
+        if self._shift_type == "Q":
+            sign = torch.sign(self.weight)
+            shift = round_exponent(torch.log2(self.weight.abs()), p_min, p_max)
+        else:
+            sign = round_ternary(self.sign)
+            shift = round_exponent(self.shift, p_min, p_max)
+        return ShiftEncoding(
+            sign=sign.to(torch.int8),
+            shift=shift.to(torch.int8),
+            weight_bits=self.weight_bits,
+            shape=self.weight_shape,
+        )
+
+    @torch.no_grad()
+    def round_parameters_(self) -> None:
+        """Overwrite the parameters with their deployed rounded values (idempotent for the forward)."""
+        p_min, p_max = self.shift_bounds
+        if self._shift_type == "Q":
+            self.weight.copy_(round_power_of_two(self.weight, p_min, p_max))
+        else:
+            self.sign.copy_(round_ternary(self.sign))
+            self.shift.copy_(round_exponent(self.shift, p_min, p_max))
+        if self.bias is not None:
+            self.bias.copy_(round_fixed_point(self.bias, self.act_integer_bits, self.act_fraction_bits))
+
+    def _cache_key(self) -> tuple[Any, ...]:
+        params = (self.weight,) if self._shift_type == "Q" else (self.sign, self.shift)
+        if self.bias is not None:
+            params += (self.bias,)
+        state = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        return (self.weight_bits, self.act_integer_bits, self.act_fraction_bits, state)
+
+    def _weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        if self.training or torch.is_grad_enabled():
+            return self.quantized_weight(), self.quantized_bias()
+        # Eval without autograd: the weights cannot change between calls unless the key does.
+        key = self._cache_key()
+        cache = self._eval_cache
+        if cache is None or cache[0] != key:
+            cache = (key, self.quantized_weight(), self.quantized_bias())
+            self._eval_cache = cache
+        return cache[1], cache[2]
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Apply the float operation to fixed-point input, shift weight and fixed-point bias."""
+        weight, bias = self._weight_and_bias()
+        x = ste_fixed_point(input, self.act_integer_bits, self.act_fraction_bits)
+        return self._shift_op(x, weight, bias)
+
+    def train(self, mode: bool = True) -> ShiftLayer:
+        """Switch mode and drop the eval-mode weight cache."""
+        self._eval_cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._eval_cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _shift_repr(self) -> str:
+        return (
+            f"shift_type={self._shift_type}, weight_bits={self.weight_bits}, rounding={self.rounding}, "
+            f"act_integer_bits={self.act_integer_bits}, act_fraction_bits={self.act_fraction_bits}"
+        )
+
+    def extra_repr(self) -> str:
+        """The float layer's description followed by the shift settings."""
+        return f"{super().extra_repr()}, {self._shift_repr()}"
+
+    @classmethod
+    def from_float(
+        cls,
+        module: nn.Module,
+        *,
+        shift_type: str = "Q",
+        weight_bits: int = 5,
+        rounding: str = "deterministic",
+        act_integer_bits: int = 16,
+        act_fraction_bits: int = 16,
+    ) -> ShiftLayer:
+        """A shift layer initialised from the float weights (and bias) of ``module``.
+
+        ``module`` keeps its own parameters; the new layer gets copies on the same device and dtype.
+        """
+        if isinstance(module, ShiftLayer):
+            raise ConfigError(f"{type(module).__name__} is already a shift layer")
+        if not isinstance(module, cls._float_type):
+            raise ConfigError(
+                f"{cls.__name__}.from_float expects a torch.nn.{cls._float_type.__name__}, "
+                f"got {type(module).__name__}"
+            )
+        float_weight = module.weight.detach()
+        layer = cls(
+            **{name: getattr(module, name) for name in cls._float_args},
+            bias=module.bias is not None,
+            device=float_weight.device,
+            dtype=float_weight.dtype,
+            shift_type=shift_type,
+            weight_bits=weight_bits,
+            rounding=rounding,
+            act_integer_bits=act_integer_bits,
+            act_fraction_bits=act_fraction_bits,
+        )
+        with torch.no_grad():
+            if shift_type == "Q":
+                layer.weight.copy_(float_weight)
+            else:
+                layer._init_sign_shift(float_weight)
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        layer.train(module.training)
+        return layer
+
+
+class ShiftConv2d(ShiftLayer, nn.Conv2d):
+    """A 2-D convolution with shift weights (``nn.Conv2d`` arguments plus the shift settings)."""
+
+    _float_type = nn.Conv2d
+    _float_args = (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        shift_type: str = "Q",
+        weight_bits: int = 5,
+        rounding: str = "deterministic",
+        act_integer_bits: int = 16,
+        act_fraction_bits: int = 16,
+    ) -> None:
+        nn.Conv2d.__init__(
+            self,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._setup_shift(shift_type, weight_bits, rounding, act_integer_bits, act_fraction_bits)
+
+    def _shift_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return self._conv_forward(x, weight, bias)
+
+
+class ShiftLinear(ShiftLayer, nn.Linear):
+    """A fully connected layer with shift weights (``nn.Linear`` arguments plus the shift settings)."""
+
+    _float_type = nn.Linear
+    _float_args = ("in_features", "out_features")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        *,
+        shift_type: str = "Q",
+        weight_bits: int = 5,
+        rounding: str = "deterministic",
+        act_integer_bits: int = 16,
+        act_fraction_bits: int = 16,
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._setup_shift(shift_type, weight_bits, rounding, act_integer_bits, act_fraction_bits)
+
+    def _shift_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)

@@ -1,0 +1,248 @@
+"""Quantisation maths of Deep Shift Neural Networks, as small pure functions plus STE wrappers.
+
+A shift weight is ``sign * 2**p`` with an integer exponent ``p`` in ``[p_min, 0]`` (see
+:func:`shift_range`). Activations and biases are signed fixed-point numbers.
+
+Rounding schemes
+----------------
+*Exponents* (one implementation, :func:`round_exponent`, used for DeepShift-Q and -PS, conv and linear):
+
+- deterministic: ``p = round(clamp(e, p_min, p_max))`` with round-half-to-even, where ``e`` is
+  ``log2|w|`` (Q) or the trainable shift (PS). Rounding happens in the exponent, so the threshold
+  between ``2**k`` and ``2**(k+1)`` is their geometric mean.
+- stochastic: with ``c = clamp(e, p_min, p_max)`` and ``k = floor(c)``, ``p = k + 1`` with probability
+  ``2**(c - k) - 1`` and ``p = k`` otherwise. Then ``E[2**p] = 2**k * (1 + 2**(c-k) - 1) = 2**c``: the
+  rounded magnitude is unbiased with respect to the clamped magnitude (not merely the exponent).
+
+*Signs*: Q keeps the binary sign of the float weight (``torch.sign``, so only an exact 0 stays 0);
+PS rounds its trainable sign to the ternary ``{-1, 0, +1}`` by ``round(clamp(s, -1, 1))`` (half-to-even,
+so ``|s| <= 0.5`` gives 0). Sign rounding is always deterministic.
+
+*Fixed point* with ``integer_bits`` (sign included) and ``fraction_bits``: grid step ``2**-fraction_bits``,
+range ``[-2**(integer_bits-1), 2**(integer_bits-1) - 2**-fraction_bits]``, round to the nearest grid point
+(half-to-even), saturate at the ends. NaN stays NaN (a diverged run must stay visible). When the top of
+the range is not representable in the tensor's dtype (float32 and ``integer_bits + fraction_bits > 25``)
+the largest representable grid value below it is used, so results always lie on the grid and in range.
+
+Gradients (straight-through estimators)
+---------------------------------------
+- :func:`ste_power_of_two` (Q): the gradient w.r.t. the float weight is the gradient w.r.t. the
+  rounded weight.
+- :func:`ste_sign_shift` (PS): ``d/dshift = d/dweight * weight * ln 2`` and ``d/dsign = d/dweight``,
+  with ``weight`` the rounded ``sign * 2**p``.
+- :func:`ste_fixed_point`: the gradient passes through unchanged (rounding and saturation alike).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from greenshift.config import (
+    ACTIVATION_FRACTION_BITS_RANGE,
+    ACTIVATION_INTEGER_BITS_RANGE,
+    ROUNDINGS,
+    SHIFT_TYPES,
+    WEIGHT_BITS_RANGE,
+)
+from greenshift.errors import ConfigError
+
+_LN2 = math.log(2.0)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name}={value!r} is out of range: expected an integer in [{low}, {high}]")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def validate_shift_settings(
+    shift_type: str, weight_bits: int, rounding: str, act_integer_bits: int, act_fraction_bits: int
+) -> None:
+    """Raise :class:`ConfigError` unless every setting of a shift layer is valid."""
+    _check_choice("shift_type", shift_type, SHIFT_TYPES)
+    _check_int("weight_bits", weight_bits, *WEIGHT_BITS_RANGE)
+    _check_choice("rounding", rounding, ROUNDINGS)
+    _check_int("act_integer_bits", act_integer_bits, *ACTIVATION_INTEGER_BITS_RANGE)
+    _check_int("act_fraction_bits", act_fraction_bits, *ACTIVATION_FRACTION_BITS_RANGE)
+
+
+@lru_cache(maxsize=64)
+def shift_range(weight_bits: int, shift_type: str) -> tuple[int, int]:
+    """The allowed exponents ``(p_min, p_max)`` of a shift weight with ``weight_bits`` bits.
+
+    ``p_max`` is 0. DeepShift-Q spends one bit on a binary sign, leaving ``2**(weight_bits-1) - 1``
+    negative exponents; DeepShift-PS needs one more code for its ternary sign's zero.
+    """
+    _check_choice("shift_type", shift_type, SHIFT_TYPES)
+    _check_int("weight_bits", weight_bits, *WEIGHT_BITS_RANGE)
+    levels = 2 ** (weight_bits - 1)
+    p_min = -(levels - 1) if shift_type == "Q" else -(levels - 2)
+    return p_min, 0
+
+
+def fixed_point_range(integer_bits: int, fraction_bits: int) -> tuple[float, float]:
+    """The exact ``(lowest, highest)`` value of the signed fixed-point format."""
+    _check_int("act_integer_bits", integer_bits, *ACTIVATION_INTEGER_BITS_RANGE)
+    _check_int("act_fraction_bits", fraction_bits, *ACTIVATION_FRACTION_BITS_RANGE)
+    top = 2.0 ** (integer_bits - 1)
+    return -top, top - 2.0**-fraction_bits
+
+
+def round_exponent(
+    exponent: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Round real exponents to integers in ``[p_min, p_max]`` (float tensor of integral values).
+
+    The single rounding routine of all shift layers; see the module docstring for both schemes.
+    ``-inf`` (the exponent of a zero weight) clamps to ``p_min``.
+    """
+    clamped = exponent.clamp(p_min, p_max)
+    if not stochastic:
+        return clamped.round_()
+    low = torch.floor(clamped)
+    # Probability 2**frac - 1 of rounding up makes E[2**p] equal 2**clamped exactly.
+    p_up = torch.exp2(clamped - low).sub_(1.0)
+    draw = torch.rand(clamped.shape, generator=generator, dtype=clamped.dtype, device=clamped.device)
+    return low.add_((draw < p_up).to(clamped.dtype))
+
+
+def round_power_of_two(
+    weight: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DeepShift-Q rounding: ``sign(w) * 2**p`` with ``p`` the rounded, clamped ``log2|w|``."""
+    p = round_exponent(torch.log2(weight.abs()), p_min, p_max, stochastic, generator)
+    return torch.exp2(p).mul_(torch.sign(weight))
+
+
+def round_ternary(sign: Tensor) -> Tensor:
+    """Round a real-valued sign to ``{-1, 0, +1}``: ``round(clamp(s, -1, 1))``, half-to-even."""
+    return sign.clamp(-1.0, 1.0).round_()
+
+
+def round_sign_shift(
+    sign: Tensor,
+    shift: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DeepShift-PS rounding: ``round_ternary(sign) * 2**round_exponent(shift)``."""
+    p = round_exponent(shift, p_min, p_max, stochastic, generator)
+    return torch.exp2(p).mul_(round_ternary(sign))
+
+
+def _max_representable_integer(exponent: int, dtype: torch.dtype) -> float:
+    """Largest value of ``dtype`` that is an integer no greater than ``2**exponent - 1``."""
+    digits = 1 - math.frexp(torch.finfo(dtype).eps)[1] + 1  # significand bits, implicit one included
+    if exponent <= digits:
+        return float(2**exponent - 1)
+    return float(2**exponent - 2 ** (exponent - digits))
+
+
+def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
+    """Round ``x`` to the signed fixed-point grid (nearest, half-to-even) and saturate; no autograd.
+
+    Scaling by ``2**fraction_bits`` is exact in floating point, so rounding the scaled value to an
+    integer is exactly rounding to the grid; one new tensor is allocated and the rest is done in
+    place (cheaper here than ``torch.fake_quantize_per_tensor_affine``, which also cannot take more
+    than 32 bits and maps NaN to the lowest value).
+    """
+    exponent = integer_bits - 1 + fraction_bits
+    low, high = -(2.0**exponent), _max_representable_integer(exponent, x.dtype)
+    if fraction_bits == 0:
+        return torch.round(x).clamp_(low, high)
+    out = x.mul(2.0**fraction_bits)
+    out.round_().clamp_(low, high)
+    return out.mul_(2.0**-fraction_bits)
+
+
+class _PowerOfTwoSTE(torch.autograd.Function):
+    """Q weight rounding with an identity gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, weight: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
+    ) -> Tensor:
+        return round_power_of_two(weight, p_min, p_max, stochastic, generator)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        return grad, None, None, None, None
+
+
+class _SignShiftSTE(torch.autograd.Function):
+    """PS weight construction with the DeepShift-PS straight-through gradients."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, sign: Tensor, shift: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
+    ) -> Tensor:
+        weight = round_sign_shift(sign, shift, p_min, p_max, stochastic, generator)
+        ctx.save_for_backward(weight)
+        return weight
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        # d(s * 2**p)/dp = ln2 * s * 2**p; the sign gets the weight's gradient unscaled (STE).
+        return grad, grad * weight * _LN2, None, None, None, None
+
+
+class _FixedPointSTE(torch.autograd.Function):
+    """Fixed-point rounding with an identity gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:  # type: ignore[override]
+        return round_fixed_point(x, integer_bits, fraction_bits)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        return grad, None, None
+
+
+def ste_power_of_two(
+    weight: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`round_power_of_two` whose gradient w.r.t. ``weight`` is the identity (STE)."""
+    return _PowerOfTwoSTE.apply(weight, p_min, p_max, stochastic, generator)
+
+
+def ste_sign_shift(
+    sign: Tensor,
+    shift: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`round_sign_shift` with the DeepShift-PS gradients (module docstring)."""
+    return _SignShiftSTE.apply(sign, shift, p_min, p_max, stochastic, generator)
+
+
+def ste_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
+    """:func:`round_fixed_point` with an identity gradient; plain call when no gradient is needed."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return round_fixed_point(x, integer_bits, fraction_bits)
+    return _FixedPointSTE.apply(x, integer_bits, fraction_bits)
