@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import resource
 import statistics
@@ -88,8 +89,8 @@ def inference_fn(model: nn.Module) -> Callable[[], None]:
     return infer
 
 
-def interleaved_medians(fns: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, measured in rotating interleaved rounds."""
+def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function in every round, measured in rotating interleaved rounds."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
@@ -100,7 +101,7 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], rounds: int, warmup:
             start = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def peak_rss_mib(variant: str, phase: str) -> float:
@@ -151,11 +152,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         v: {phase: peak_rss_mib(v, phase) for phase in ("build", "train", "inference")} for v in VARIANTS
     }
     models = {variant: build(variant) for variant in VARIANTS}
-    train = interleaved_medians(
+    train_times = interleaved_times(
         {v: train_step_fn(copy.deepcopy(m)) for v, m in models.items()}, train_rounds, warmup
     )
-    infer = interleaved_medians({v: inference_fn(m) for v, m in models.items()}, infer_rounds, warmup)
+    infer_times = interleaved_times({v: inference_fn(m) for v, m in models.items()}, infer_rounds, warmup)
+    train = {v: statistics.median(t) for v, t in train_times.items()}
+    infer = {v: statistics.median(t) for v, t in infer_times.items()}
 
+    # The minimum is the least disturbed measurement: a second view when the machine is busy.
+    train_min = {v: min(train_times[v]) / min(train_times["float"]) for v in VARIANTS}
+    infer_min = {v: min(infer_times[v]) / min(infer_times["float"]) for v in VARIANTS}
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result: dict[str, object] = {
         "model": "resnet20",
         "threads": THREADS,
@@ -167,6 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "inference_s": infer,
         "train_ratio": {v: train[v] / train["float"] for v in VARIANTS},
         "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
+        "train_ratio_of_minima": train_min,
+        "inference_ratio_of_minima": infer_min,
+        "train_step_all_s": train_times,
+        "inference_all_s": infer_times,
+        "load_average_after": load,
         "peak_rss_mib": memory,
         "targets": TARGETS,
         "torch": torch.__version__,
@@ -174,15 +186,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "machine": platform.machine(),
     }
     print(f"ResNet20, {THREADS} threads, medians of interleaved rounds{' (quick)' if args.quick else ''}")
-    print(
-        f"{'variant':8s} {'train s':>9s} {'ratio':>6s} {'infer s':>9s} {'ratio':>6s} {'RSS MiB b/t/i':>20s}"
-    )
+    print("variant    train s  ratio  min-r    infer s  ratio  min-r    RSS MiB build/train/infer")
     for v in VARIANTS:
         rss = "/".join(f"{memory[v][p]:.0f}" for p in ("build", "train", "inference"))
         print(
-            f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} "
-            f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {rss:>20s}"
+            f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} {train_min[v]:6.3f} "
+            f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f}    {rss}"
         )
+    print(f"load average after the run: {load}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -22,7 +22,9 @@ from greenshift.testing import SyntheticTrial
 
 
 def make_settings(out: Path, **overrides) -> SearchSettings:
-    values = dict(dataset="digits", backbone="resnet20", out=str(out), trials=12, min_epochs=1, max_epochs=9, seed=3)
+    values = dict(
+        dataset="digits", backbone="resnet20", out=str(out), trials=12, min_epochs=1, max_epochs=9, seed=3
+    )
     values.update(overrides)
     return SearchSettings(**values)
 
@@ -56,7 +58,9 @@ def test_pareto_front_only_holds_non_dominated_max_budget_trials(tmp_path):
 
 
 def test_crashing_configurations_are_recorded_and_the_search_goes_on(tmp_path):
-    trial = SyntheticTrial(crash_when={"optimizer": ["adam", "adagrad", "rmsprop"]}, diverge_when={"rounding": "stochastic"})
+    trial = SyntheticTrial(
+        crash_when={"optimizer": ["adam", "adagrad", "rmsprop"]}, diverge_when={"rounding": "stochastic"}
+    )
     result = run(tmp_path / "run", trial=trial, trials=20)
     statuses = Counter(t.status for t in result.trials)
     assert statuses[TrialStatus.CRASHED] >= 1 and statuses[TrialStatus.DIVERGED] >= 1
@@ -165,7 +169,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     keys = [(r.config_key, r.budget_epochs, r.seed) for r in done]
     assert len(keys) == len(set(keys)), "a completed trial was run twice"
     reference_dir = tmp_path / "reference"
-    subprocess.run([sys.executable, "-c", _search_script(reference_dir, 0.0)], env=env, timeout=300, check=True)
+    subprocess.run(
+        [sys.executable, "-c", _search_script(reference_dir, 0.0)], env=env, timeout=300, check=True
+    )
     reference = [r for r in RunStore.open(reference_dir).trials() if r.status in FINAL_STATUSES]
     assert sorted(keys) == sorted((r.config_key, r.budget_epochs, r.seed) for r in reference)
 
@@ -235,7 +241,9 @@ def test_space_bounds_follow_the_backbone():
 @pytest.mark.parametrize("workers", [2, 3])
 def test_dask_local_cluster_runs_trials_in_parallel(tmp_path, workers):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         with distributed.Client(cluster) as client:
             search = DSNNSearch(
                 make_settings(tmp_path / "run", trials=12),

@@ -10,7 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from greenshift.errors import ConfigError
+from greenshift.shift import quantize
 from greenshift.shift.quantize import (
+    _round_fixed_point_scaled,
+    _round_fixed_point_two_op,
     fixed_point_range,
     round_exponent,
     round_fixed_point,
@@ -218,3 +221,45 @@ def test_ste_fixed_point_gradient_is_identity_even_when_saturated() -> None:
     assert out.tolist() == [0.25, 7.75, -8.0]
     out.backward(torch.tensor([1.0, 2.0, 3.0]))
     assert x.grad.tolist() == [1.0, 2.0, 3.0]
+
+
+@given(
+    st.lists(st.floats(-(2.0**13), 2.0**13, width=32, exclude_max=True, exclude_min=True), min_size=1),
+    st.integers(0, 8),
+)
+def test_two_operation_fixed_point_path_is_exact_in_its_domain(
+    values: list[float], fraction_bits: int
+) -> None:
+    # Domain of the two-operation path for float32: |x| < 2**(22 - fraction_bits).
+    limit = 2.0 ** (22 - fraction_bits)
+    x = torch.tensor([v for v in values if abs(v) < limit] or [0.0])
+    two_op = _round_fixed_point_two_op(x, fraction_bits)
+    assert torch.equal(two_op, _round_fixed_point_scaled(x, 24, fraction_bits))
+    assert two_op.tolist() == [_reference_fixed(v, 24, fraction_bits) for v in x.tolist()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_tensors_round_identically_on_both_paths(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    monkeypatch.setattr(
+        quantize, "_round_fixed_point_two_op", lambda x, f: calls.append(1) or _round_fixed_point_two_op(x, f)
+    )
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(20_000, generator=generator, dtype=dtype) * 8
+    x[:1000] = torch.arange(-500, 500, dtype=dtype) * 2.0**-17  # exact ties between grid points
+    general = _round_fixed_point_scaled(x, 16, 16)
+    assert torch.equal(round_fixed_point(x, 16, 16), general)
+    assert calls == [1]  # that was the two-operation path
+    assert general[:1000].tolist() == [_reference_fixed(v, 16, 16) for v in x[:1000].tolist()]
+    x[7] = 1e6  # out of the two-operation domain and of the range: the general path saturates it
+    out = round_fixed_point(x, 16, 16)
+    assert torch.equal(out, _round_fixed_point_scaled(x, 16, 16))
+    assert out[7].item() == round_fixed_point(torch.tensor([1e6], dtype=dtype), 16, 16).item()
+    x[7] = float("nan")
+    assert math.isnan(round_fixed_point(x, 16, 16)[7].item())
+    # Near the top of a narrow range the check must fall back so that saturation happens.
+    narrow = torch.full((5000,), 7.9, dtype=dtype)
+    assert round_fixed_point(narrow, 4, 2).unique().tolist() == [7.75]
+    assert calls == [1]

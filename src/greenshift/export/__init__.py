@@ -1,1 +1,58 @@
-"""greenshift.export"""
+"""Export of searched DSNNs to a compact, safe file, and evaluation of exported models.
+
+- :mod:`greenshift.export.format`: the file format (packed integer shift weights in safetensors,
+  JSON metadata, checksum), :func:`export_model` and :func:`load_exported`.
+- :mod:`greenshift.export.trial`: :func:`export_trial`, from a search run's trial.
+- :mod:`greenshift.export.evaluate`: :func:`evaluate_exported`, float or integer reference inference.
+
+The integer reference itself lives in :mod:`greenshift.shift.integer` (pure shift maths) and is
+re-exported here.
+"""
+
+from __future__ import annotations
+
+from greenshift.export.evaluate import evaluate_exported
+from greenshift.export.format import (
+    CODE_LAYOUT,
+    FORMAT_VERSION,
+    ExportInfo,
+    ExportMeta,
+    decode_codes,
+    encode_codes,
+    export_model,
+    float_size_bytes,
+    load_exported,
+    pack_codes,
+    packed_size_bytes,
+    read_exported,
+    unpack_codes,
+)
+from greenshift.export.trial import export_trial
+from greenshift.shift.integer import (
+    IntegerReferenceModel,
+    IntegerShiftLayer,
+    accumulator_bits,
+    integer_forward,
+)
+
+__all__ = [
+    "CODE_LAYOUT",
+    "FORMAT_VERSION",
+    "ExportInfo",
+    "ExportMeta",
+    "IntegerReferenceModel",
+    "IntegerShiftLayer",
+    "accumulator_bits",
+    "decode_codes",
+    "encode_codes",
+    "evaluate_exported",
+    "export_model",
+    "export_trial",
+    "float_size_bytes",
+    "integer_forward",
+    "load_exported",
+    "pack_codes",
+    "packed_size_bytes",
+    "read_exported",
+    "unpack_codes",
+]

@@ -16,12 +16,16 @@ from greenshift.search.space import build_space, config_from_values, default_spa
 from greenshift.search.trial import TrialSettings, run_trial
 
 
-def run_search(dataset: str, backbone: str, out: str, *, progress: SearchProgress | None = None, **settings: Any) -> SearchResult:
+def run_search(
+    dataset: str, backbone: str, out: str, *, progress: SearchProgress | None = None, **settings: Any
+) -> SearchResult:
     """Run (or resume) a search; keyword arguments are the fields of :class:`SearchSettings`.
 
     Example: ``greenshift.search("digits", "resnet20", "runs/demo", trials=20, max_epochs=9)``.
     """
-    return DSNNSearch(SearchSettings(dataset=dataset, backbone=backbone, out=out, **settings), progress=progress).run()
+    return DSNNSearch(
+        SearchSettings(dataset=dataset, backbone=backbone, out=out, **settings), progress=progress
+    ).run()
 
 
 class _CallableModule(types.ModuleType):

@@ -37,7 +37,6 @@ from greenshift.search.trial import (
     OK,
     TIMEOUT,
     TrialSettings,
-    continuation_checkpoint,
     run_trial,
 )
 from greenshift.store import RunStore, TrialRecord, TrialStatus, config_key
@@ -85,7 +84,9 @@ class SearchSettings:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"--optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if len(self.objectives) < 2 or len(set(self.objectives)) != len(self.objectives):
-            raise ConfigError("--objectives needs at least two different objectives, e.g. loss,energy_model_j")
+            raise ConfigError(
+                "--objectives needs at least two different objectives, e.g. loss,energy_model_j"
+            )
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if not 1 <= self.min_epochs <= self.max_epochs:
@@ -97,7 +98,9 @@ class SearchSettings:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
         if self.workers > 1 and self.scheduler:
-            raise ConfigError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
+            raise ConfigError(
+                "give either --workers (a local cluster) or --scheduler (an existing one), not both"
+            )
         if self.keep_models not in KEEP_MODELS:
             raise ConfigError(f"--keep-models must be one of {', '.join(KEEP_MODELS)}")
         for name, value in (("--walltime", self.walltime_s), ("--trial-timeout", self.trial_timeout_s)):
@@ -153,7 +156,9 @@ class SearchResult:
         return [t for t in self.trials if t.status in FINAL_STATUSES]
 
 
-def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[str], max_epochs: int) -> list[TrialRecord]:
+def pareto_records(
+    records: Sequence[TrialRecord], objectives: Sequence[str], max_epochs: int
+) -> list[TrialRecord]:
     """Non-dominated OK trials at the maximum budget (lower budgets never mix into the front)."""
     import numpy as np
 
@@ -226,7 +231,9 @@ class DSNNSearch:
 
         names = {info.name for info in list_datasets()}
         if self.settings.dataset not in names:
-            raise ConfigError(f"unknown data set {self.settings.dataset!r}; available: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown data set {self.settings.dataset!r}; available: {', '.join(sorted(names))}"
+            )
         return count_shiftable_layers(get_model(self.settings.backbone, num_classes=10, in_channels=3))
 
     def get_space(self) -> tuple[Any, dict[str, Any]]:
@@ -353,7 +360,11 @@ class DSNNSearch:
         )
         store.set_state("scenario_trials", scenario.n_trials)
         smac = make_facade(
-            scenario, optimizer=s.optimizer, eta=s.eta, objective_weights=s.objective_weights, verbose=s.verbose
+            scenario,
+            optimizer=s.optimizer,
+            eta=s.eta,
+            objective_weights=s.objective_weights,
+            verbose=s.verbose,
         )
         client = self.get_dask_client()
         target = SmacTarget(self.get_trial_settings(fixed_extra), self.trial_function)
@@ -365,7 +376,9 @@ class DSNNSearch:
         default_config = space.get_default_configuration()
         default_values = configuration_values(default_config)
         if not self._default_done(store, default_values):
-            info = TrialInfo(config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs)
+            info = TrialInfo(
+                config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs
+            )
             self._submit(store, runner, info, default_values, is_default=True)
 
         stop_reason = ""
@@ -486,7 +499,9 @@ class DSNNSearch:
         """Whether a trial of ``next_epochs`` would exceed ``--max-total-epochs`` (running ones reserved)."""
         if self.settings.max_total_epochs is None:
             return False
-        spent = sum(int(r.metrics.get("epochs_trained", 0)) for r in store.trials() if r.status in FINAL_STATUSES)
+        spent = sum(
+            int(r.metrics.get("epochs_trained", 0)) for r in store.trials() if r.status in FINAL_STATUSES
+        )
         reserved = sum(p.budget_epochs for p in self._pending)
         return spent + reserved + next_epochs > self.settings.max_total_epochs
 
@@ -514,7 +529,9 @@ class DSNNSearch:
         if self.settings.keep_models != "pareto":
             return
         records = store.trials()
-        front = {r.trial_id for r in pareto_records(records, self.settings.objectives, self.settings.max_epochs)}
+        front = {
+            r.trial_id for r in pareto_records(records, self.settings.objectives, self.settings.max_epochs)
+        }
         for record in records:
             if record.checkpoint and record.trial_id not in front and not record.is_default:
                 store.remove_checkpoint(record.trial_id)

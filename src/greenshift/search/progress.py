@@ -39,16 +39,16 @@ class SearchProgress(Protocol):
 class NullProgress:
     """Shows nothing (library use and tests)."""
 
-    def start(self, stats: SearchStats) -> None:  # noqa: D102
+    def start(self, stats: SearchStats) -> None:
         pass
 
-    def update(self, stats: SearchStats) -> None:  # noqa: D102
+    def update(self, stats: SearchStats) -> None:
         pass
 
-    def note(self, message: str) -> None:  # noqa: D102
+    def note(self, message: str) -> None:
         pass
 
-    def stop(self, stats: SearchStats, reason: str) -> None:  # noqa: D102
+    def stop(self, stats: SearchStats, reason: str) -> None:
         pass
 
 
@@ -64,7 +64,7 @@ class RichProgress:
         self._started = 0.0
         self._done_at_start = 0
 
-    def start(self, stats: SearchStats) -> None:  # noqa: D102
+    def start(self, stats: SearchStats) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._started = time.time()
@@ -82,15 +82,15 @@ class RichProgress:
         self._task = self._progress.add_task("search", total=stats.total, completed=stats.done, status="")
         self.update(stats)
 
-    def update(self, stats: SearchStats) -> None:  # noqa: D102
+    def update(self, stats: SearchStats) -> None:
         if self._progress is None:
             return
         self._progress.update(self._task, completed=min(stats.done, stats.total), status=self._status(stats))
 
-    def note(self, message: str) -> None:  # noqa: D102
+    def note(self, message: str) -> None:
         self.console.print(f"[yellow]{message}")
 
-    def stop(self, stats: SearchStats, reason: str) -> None:  # noqa: D102
+    def stop(self, stats: SearchStats, reason: str) -> None:
         if self._progress is None:
             return
         self.update(stats)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from ConfigSpace import Configuration, ConfigurationSpace
 from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, RandomFacade, Scenario
+from smac.model.random_forest import RandomForest
 from smac.multi_objective.parego import ParEGO
 from smac.runhistory import StatusType, TrialInfo, TrialValue
 from smac.runner import DaskParallelRunner, TargetFunctionRunner
@@ -31,18 +32,22 @@ class PreferenceParEGO(ParEGO):
     the search still explores the front but spends more effort where the user cares.
     """
 
-    def __init__(self, scenario: Scenario, weights: Sequence[float] | None = None, *, concentration: float = 20.0):
+    def __init__(
+        self, scenario: Scenario, weights: Sequence[float] | None = None, *, concentration: float = 20.0
+    ):
         super().__init__(scenario=scenario)
-        self._preference = None if weights is None else np.asarray(weights, dtype=float) / float(np.sum(weights))
+        self._preference = (
+            None if weights is None else np.asarray(weights, dtype=float) / float(np.sum(weights))
+        )
         self._concentration = concentration
 
     @property
-    def meta(self) -> dict[str, Any]:  # noqa: D102 - SMAC stores it with the run
+    def meta(self) -> dict[str, Any]:
         meta = super().meta
         meta["preference"] = None if self._preference is None else self._preference.tolist()
         return meta
 
-    def update_on_iteration_start(self) -> None:  # noqa: D102
+    def update_on_iteration_start(self) -> None:
         if self._preference is None:
             super().update_on_iteration_start()
             return
@@ -86,13 +91,41 @@ def make_facade(
     mo = PreferenceParEGO(scenario, objective_weights)
     common = {"multi_objective_algorithm": mo, "overwrite": True, "logging_level": logging_level}
     if optimizer == "smac":
-        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta, incumbent_selection="highest_budget")
-        return MultiFidelityFacade(scenario, None, intensifier=intensifier, **common)
+        intensifier = MultiFidelityFacade.get_intensifier(
+            scenario, eta=eta, incumbent_selection="highest_budget"
+        )
+        return MultiFidelityFacade(
+            scenario, None, intensifier=intensifier, model=single_thread_forest(scenario), **common
+        )
     if optimizer == "smac-bo":
         intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
-        return HyperparameterOptimizationFacade(scenario, None, intensifier=intensifier, **common)
+        return HyperparameterOptimizationFacade(
+            scenario, None, intensifier=intensifier, model=single_thread_forest(scenario), **common
+        )
     intensifier = RandomFacade.get_intensifier(scenario, max_config_calls=1)
     return RandomFacade(scenario, None, intensifier=intensifier, **common)
+
+
+def single_thread_forest(scenario: Scenario) -> RandomForest:
+    """SMAC's default random forest, fitted and queried in one thread.
+
+    SMAC's forest uses all cores through joblib (``n_jobs=-1``); with a few trees and a few hundred
+    trials the thread start-up and joblib's polling cost more than the work, and on a machine whose
+    cores train DSNNs they also compete with training (bench/search_overhead.py measures it).
+    """
+    return RandomForest(
+        log_y=True,
+        n_trees=10,
+        bootstrapping=True,
+        ratio_features=1.0,
+        min_samples_split=2,
+        min_samples_leaf=1,
+        max_depth=2**20,
+        configspace=scenario.configspace,
+        instance_features=scenario.instance_features,
+        seed=scenario.seed,
+        n_jobs=1,
+    )
 
 
 class ResilientDaskRunner(DaskParallelRunner):
@@ -106,7 +139,7 @@ class ResilientDaskRunner(DaskParallelRunner):
         super().__init__(single_worker=single_worker, dask_client=dask_client)
         self._submitted: dict[Any, TrialInfo] = {}
 
-    def submit_trial(self, trial_info: TrialInfo, **dask_data_to_scatter: dict[str, Any]) -> None:  # noqa: D102
+    def submit_trial(self, trial_info: TrialInfo, **dask_data_to_scatter: dict[str, Any]) -> None:
         before = set(self._pending_trials)
         super().submit_trial(trial_info, **dask_data_to_scatter)
         for future in self._pending_trials:
@@ -134,7 +167,9 @@ def make_runner(
     scenario: Scenario, target: Callable[..., Any], dask_client: Any | None
 ) -> TargetFunctionRunner | ResilientDaskRunner:
     """SMAC's in-process runner, or its Dask runner on ``dask_client``."""
-    single = TargetFunctionRunner(scenario=scenario, target_function=target, required_arguments=["seed", "budget"])
+    single = TargetFunctionRunner(
+        scenario=scenario, target_function=target, required_arguments=["seed", "budget"]
+    )
     if dask_client is None:
         return single
     return ResilientDaskRunner(single, dask_client)

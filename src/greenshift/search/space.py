@@ -152,7 +152,9 @@ def load_space_file(path: str | Path, *, seed: int = 0) -> ConfigurationSpace:
             space = ConfigurationSpace.from_json(path)
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"search space file {path} is not a valid ConfigSpace JSON/YAML space: {reason}") from None
+        raise ConfigError(
+            f"search space file {path} is not a valid ConfigSpace JSON/YAML space: {reason}"
+        ) from None
     except Exception as exc:  # yaml errors and ConfigSpace's own error types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"search space file {path} could not be read: {reason}") from None

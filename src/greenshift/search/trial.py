@@ -178,7 +178,9 @@ def _train_and_evaluate(
 
     def check_deadline(epoch: int, _metrics: dict) -> None:
         if settings.trial_timeout_s is not None and time.time() - start > settings.trial_timeout_s:
-            raise TrialTimeout(f"trial ran past --trial-timeout {settings.trial_timeout_s:g} s after epoch {epoch}")
+            raise TrialTimeout(
+                f"trial ran past --trial-timeout {settings.trial_timeout_s:g} s after epoch {epoch}"
+            )
 
     result = train(
         config,
@@ -221,7 +223,9 @@ def _train_and_evaluate(
         outcome.update(status=CRASHED, error=f"objective(s) {', '.join(bad)} not finite")
         return
     outcome.update(status=OK, objectives=objectives)
-    if settings.keep_models != "none" and (settings.keep_models == "all" or budget_epochs >= settings.max_epochs):
+    if settings.keep_models != "none" and (
+        settings.keep_models == "all" or budget_epochs >= settings.max_epochs
+    ):
         path = model_checkpoint(settings.run_dir, config_key, seed, budget_epochs)
         _save_model(path, result.model, config.to_dict(), settings, budget_epochs, seed, objectives)
         outcome["checkpoint"] = str(path.relative_to(settings.run_dir))
@@ -276,7 +280,9 @@ def _plain_details(evaluation: Any) -> dict[str, Any]:
         elif isinstance(value, (list, tuple)):
             plain[key] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
         elif isinstance(value, Mapping):
-            plain[key] = {str(k): v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in value.items()}
+            plain[key] = {
+                str(k): v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in value.items()
+            }
         else:
             plain[key] = str(value)
     return plain

@@ -18,6 +18,7 @@ from greenshift.shift.convert import (
 from greenshift.shift.layers import ShiftConv2d, ShiftEncoding, ShiftLayer, ShiftLinear
 from greenshift.shift.quantize import (
     fixed_point_range,
+    power_of_two_exponent,
     round_exponent,
     round_fixed_point,
     round_power_of_two,
@@ -39,6 +40,7 @@ __all__ = [
     "count_shiftable_layers",
     "encode_shift_weights",
     "fixed_point_range",
+    "power_of_two_exponent",
     "round_exponent",
     "round_fixed_point",
     "round_power_of_two",

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from greenshift.errors import ConfigError
 from greenshift.shift.quantize import (
+    power_of_two_exponent,
     round_exponent,
     round_fixed_point,
     round_power_of_two,
@@ -106,7 +107,7 @@ class ShiftLayer(nn.Module):
 
     @property
     def shift_type(self) -> str:
-        """ "Q" or "PS"; fixed because the two keep different parameters."""
+        """The flavour, "Q" or "PS"; fixed because the two keep different parameters."""
         return self._shift_type
 
     @property
@@ -149,7 +150,7 @@ class ShiftLayer(nn.Module):
         p_min, p_max = self.shift_bounds
         if self._shift_type == "Q":
             sign = torch.sign(self.weight)
-            shift = round_exponent(torch.log2(self.weight.abs()), p_min, p_max)
+            shift = power_of_two_exponent(self.weight, p_min, p_max)
         else:
             sign = round_ternary(self.sign)
             shift = round_exponent(self.shift, p_min, p_max)

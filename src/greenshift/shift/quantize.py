@@ -119,6 +119,17 @@ def round_exponent(
     return low.add_((draw < p_up).to(clamped.dtype))
 
 
+def power_of_two_exponent(
+    weight: Tensor,
+    p_min: int,
+    p_max: int,
+    stochastic: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The rounded, clamped ``log2|w|`` of DeepShift-Q (``p_min`` for zero weights)."""
+    return round_exponent(torch.log2(weight.abs()), p_min, p_max, stochastic, generator)
+
+
 def round_power_of_two(
     weight: Tensor,
     p_min: int,
@@ -127,7 +138,7 @@ def round_power_of_two(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """DeepShift-Q rounding: ``sign(w) * 2**p`` with ``p`` the rounded, clamped ``log2|w|``."""
-    p = round_exponent(torch.log2(weight.abs()), p_min, p_max, stochastic, generator)
+    p = power_of_two_exponent(weight, p_min, p_max, stochastic, generator)
     return torch.exp2(p).mul_(torch.sign(weight))
 
 
@@ -149,22 +160,27 @@ def round_sign_shift(
     return torch.exp2(p).mul_(round_ternary(sign))
 
 
+def _significand_digits(dtype: torch.dtype) -> int:
+    """Significand bits of a floating dtype, implicit leading one included (24 for float32)."""
+    return 1 - math.frexp(torch.finfo(dtype).eps)[1] + 1
+
+
 def _max_representable_integer(exponent: int, dtype: torch.dtype) -> float:
     """Largest value of ``dtype`` that is an integer no greater than ``2**exponent - 1``."""
-    digits = 1 - math.frexp(torch.finfo(dtype).eps)[1] + 1  # significand bits, implicit one included
+    digits = _significand_digits(dtype)
     if exponent <= digits:
         return float(2**exponent - 1)
     return float(2**exponent - 2 ** (exponent - digits))
 
 
-def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
-    """Round ``x`` to the signed fixed-point grid (nearest, half-to-even) and saturate; no autograd.
+# Below this many elements the range check of the two-operation path costs more than it saves.
+_TWO_OP_MIN_NUMEL = 4096
+# The two-operation path needs |x| < 2**(digits - 2 - fraction_bits); below 16 few activations fit.
+_TWO_OP_MIN_LIMIT_EXPONENT = 4
 
-    Scaling by ``2**fraction_bits`` is exact in floating point, so rounding the scaled value to an
-    integer is exactly rounding to the grid; one new tensor is allocated and the rest is done in
-    place (cheaper here than ``torch.fake_quantize_per_tensor_affine``, which also cannot take more
-    than 32 bits and maps NaN to the lowest value).
-    """
+
+def _round_fixed_point_scaled(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
+    """General path: scale by ``2**f``, round to an integer, saturate, scale back (all exact)."""
     exponent = integer_bits - 1 + fraction_bits
     low, high = -(2.0**exponent), _max_representable_integer(exponent, x.dtype)
     if fraction_bits == 0:
@@ -172,6 +188,41 @@ def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tenso
     out = x.mul(2.0**fraction_bits)
     out.round_().clamp_(low, high)
     return out.mul_(2.0**-fraction_bits)
+
+
+def _round_fixed_point_two_op(x: Tensor, fraction_bits: int) -> Tensor:
+    """Exact only for ``|x| < 2**(digits - 2 - fraction_bits)`` and ``x`` inside the fixed-point range.
+
+    ``c = 1.5 * 2**(digits - 1 - f)`` has unit in the last place ``2**-f`` and ``x + c`` stays in c's
+    binade, so the addition itself rounds ``x`` to the grid (to nearest, ties to an even multiple of
+    ``2**-f`` because ``c / 2**-f`` is even); subtracting ``c`` again is exact.
+    """
+    c = 1.5 * 2.0 ** (_significand_digits(x.dtype) - 1 - fraction_bits)
+    return x.add(c).sub_(c)
+
+
+def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
+    """Round ``x`` to the signed fixed-point grid (nearest, half-to-even) and saturate; no autograd.
+
+    Scaling by ``2**fraction_bits`` is exact in floating point, so rounding the scaled value to an
+    integer is exactly rounding to the grid. Large CPU tensors whose values are all small enough
+    take an equally exact path of two elementwise operations (after a min/max check), which is
+    cheaper than the four of the general path; ``torch.fake_quantize_per_tensor_affine`` was slower
+    than both here, cannot take more than 32 bits and maps NaN to the lowest value. The two paths may
+    differ only in the sign of a zero.
+    """
+    limit_exponent = _significand_digits(x.dtype) - 2 - fraction_bits
+    if (
+        x.device.type == "cpu"  # the check reads two values back: a device sync elsewhere
+        and x.numel() >= _TWO_OP_MIN_NUMEL
+        and limit_exponent >= _TWO_OP_MIN_LIMIT_EXPONENT
+        and x.dtype in (torch.float32, torch.float64)
+    ):
+        limit = min(2.0**limit_exponent, 2.0 ** (integer_bits - 1) - 2.0**-fraction_bits)
+        low, high = torch.aminmax(x)
+        if -limit < low.item() and high.item() < limit:  # False for NaN
+            return _round_fixed_point_two_op(x, fraction_bits)
+    return _round_fixed_point_scaled(x, integer_bits, fraction_bits)
 
 
 class _PowerOfTwoSTE(torch.autograd.Function):

@@ -1,0 +1,74 @@
+"""Shared helpers of the benchmarks: machine description and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write ``bench/results/NAME.json`` (with the machine) and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **result}, indent=2, sort_keys=True))
+    return path
+
+
+def hypervolume_curve(result: Any, reference: Any) -> list[tuple[float, float]]:
+    """(cumulative epochs, hypervolume of the max-budget front so far) in the order trials finished."""
+    from greenshift.objectives.pareto import hypervolume_over_budget
+    from greenshift.store import TrialStatus
+
+    records = []
+    spent = 0.0
+    for trial in sorted(result.completed, key=lambda t: t.finished_at or 0.0):
+        spent += float(trial.metrics.get("epochs_trained", trial.budget_epochs))
+        usable = trial.status == TrialStatus.OK and trial.budget_epochs >= result.max_epochs
+        point = [trial.objectives[name] for name in result.objectives] if usable else None
+        records.append((spent, point))
+    return hypervolume_over_budget(records, reference)
+
+
+def hypervolume_at(curve: list[tuple[float, float]], budget: float) -> float:
+    """Hypervolume reached once ``budget`` epochs were consumed (0 before the first point)."""
+    value = 0.0
+    for spent, hv in curve:
+        if spent > budget:
+            break
+        value = hv
+    return value
+
+
+def common_reference(results: list[Any]) -> Any:
+    """One reference point for runs on the same problem: loss 1.0, energy 1.1x the default's worst value."""
+    from greenshift.objectives.pareto import reference_point_for
+
+    baseline: dict[str, float] = {}
+    for result in results:
+        if result.default is None:
+            continue
+        for name, value in result.default.objectives.items():
+            baseline[name] = max(baseline.get(name, 0.0), value)
+    return reference_point_for(list(results[0].objectives), baseline)

@@ -1,0 +1,66 @@
+"""Share of a search's wall time spent outside training and evaluation (optimiser, store, scheduling).
+
+Runs a real search (small CNN on digits, in process) and compares the search's wall time with the sum
+of the trials' own durations. Target: <= 5 % for 50 trials.
+
+    python bench/search_overhead.py [--trials 50] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+
+from common import write_result
+from greenshift.search import DSNNSearch, SearchSettings
+
+
+def main() -> None:
+    """Run the benchmark and print the overhead share."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50, help="trials of the search")
+    parser.add_argument("--backbone", default="small_cnn", help="backbone to train")
+    parser.add_argument("--quick", action="store_true", help="12 trials, for a smoke run")
+    args = parser.parse_args()
+    trials = 12 if args.quick else args.trials
+    out = tempfile.mkdtemp(prefix="gs-overhead-")
+    try:
+        settings = SearchSettings(
+            dataset="digits",
+            backbone=args.backbone,
+            out=out,
+            trials=trials,
+            min_epochs=1,
+            max_epochs=3,
+            seed=0,
+            device="cpu",
+        )
+        start = time.perf_counter()
+        result = DSNNSearch(settings).run()
+        wall_s = time.perf_counter() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    in_trials_s = sum(t.duration_s or 0.0 for t in result.completed)
+    overhead = 1 - in_trials_s / wall_s
+    print(
+        f"{len(result.completed)} trials of {args.backbone}: wall {wall_s:.1f} s, inside trials {in_trials_s:.1f} s"
+    )
+    print(f"search overhead share: {overhead:.1%} (target <= 5%)")
+    path = write_result(
+        "search_overhead",
+        {
+            "trials": len(result.completed),
+            "backbone": args.backbone,
+            "wall_s": wall_s,
+            "inside_trials_s": in_trials_s,
+            "overhead_share": overhead,
+            "target": 0.05,
+        },
+    )
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
