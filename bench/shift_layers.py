@@ -11,14 +11,14 @@ every round) so that load from other processes on a shared machine hits all vari
 median of the rounds is reported and turned into a ratio to float.
 
 Peak memory is the resident-set high-water mark (``VmHWM`` of ``/proc/self/status``) of a fresh
-subprocess per variant and phase that builds the model, runs the phase twice (the second training
-step includes the optimiser's momentum buffers) and reports it. ``VmHWM`` is used rather than
+subprocess per variant and phase that builds the model, runs the phase (two training steps, so that
+the second includes the optimiser's momentum buffers; one inference batch) and reports it. ``VmHWM`` is used rather than
 ``getrusage().ru_maxrss`` because Linux carries ``ru_maxrss`` across ``exec`` from the forking parent,
 which would report the parent's size; ``ru_maxrss`` is the fallback where ``/proc`` is missing. The
 number includes the interpreter and the torch libraries (the same for all variants); the baseline of
 a subprocess that only builds the model is reported too, so a phase's own growth is the difference.
 
-Run ``python bench/shift_layers.py`` (about two minutes) or ``--quick`` for a smoke run. The result
+Run ``python bench/shift_layers.py`` (a few minutes on an idle machine) or ``--quick`` for a smoke run. The result
 is printed and written to ``bench/results/shift_layers.json``.
 """
 
@@ -105,7 +105,7 @@ def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, warmup: i
 
 
 def peak_rss_mib(variant: str, phase: str) -> float:
-    """Peak RSS of a fresh subprocess running ``phase`` ("build", "train" or "inference") twice."""
+    """Peak RSS of a fresh subprocess running ``phase`` ("build", "train" or "inference")."""
     out = subprocess.run(
         [sys.executable, __file__, "--memory-probe", variant, phase],
         check=True,
@@ -128,10 +128,12 @@ def memory_probe(variant: str, phase: str) -> None:
     """Subprocess body of :func:`peak_rss_mib`: print the resident high-water mark in MiB."""
     torch.set_num_threads(THREADS)
     model = build(variant)
-    if phase != "build":
-        fn = train_step_fn(model) if phase == "train" else inference_fn(model)
-        fn()
-        fn()
+    if phase == "train":
+        step = train_step_fn(model)
+        step()
+        step()
+    elif phase == "inference":
+        inference_fn(model)()
     print(_high_water_mib())
 
 

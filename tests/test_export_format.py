@@ -313,3 +313,10 @@ def test_metadata_is_plain_json(exported):
         and parsed["shift_layers"]["fc"]["weight_bits"] == 4
     )
     assert len(metadata["sha256"]) == 64
+
+
+def test_a_q_model_converted_at_another_depth_is_refused(tmp_path, toy):
+    # Q keeps the float parameter names, so only the set of shifted layers tells the depths apart.
+    model = build_model(DSNNConfig(shift_type="Q", shift_depth=1), "tiny_cnn", 3, 1)
+    with pytest.raises(ExportError, match="shifts other layers"):
+        _export(model, DSNNConfig(shift_type="Q", shift_depth=2), tmp_path / "a", toy)

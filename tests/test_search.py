@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -241,23 +242,25 @@ def test_space_bounds_follow_the_backbone():
 @pytest.mark.parametrize("workers", [2, 3])
 def test_dask_local_cluster_runs_trials_in_parallel(tmp_path, workers):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            search = DSNNSearch(
-                make_settings(tmp_path / "run", trials=12),
-                trial_function=SyntheticTrial(sleep_s=0.05),
-                dask_client=client,
-            )
-            result = search.run()
+    with (
+        distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        search = DSNNSearch(
+            make_settings(tmp_path / "run", trials=12),
+            trial_function=SyntheticTrial(sleep_s=0.05),
+            dask_client=client,
+        )
+        result = search.run()
     done = result.completed
     assert len(done) == 12
     keys = [(t.config_key, t.budget_epochs) for t in done]
     assert len(keys) == len(set(keys))
     # several workers really ran trials at the same time
     spans = sorted((t.started_at, t.finished_at) for t in done)
-    overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])
+    overlaps = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
     assert overlaps >= 1
     assert {t.budget_epochs for t in done} >= {1, 3}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_continue_promoted_trains_only_the_extra_epochs(tmp_path):
     promoted = [sorted(ts, key=lambda t: t.budget_epochs) for ts in by_config.values() if len(ts) > 1]
     assert promoted, "Hyperband promoted no configuration"
     for chain in promoted:
-        for lower, higher in zip(chain, chain[1:]):
+        for lower, higher in itertools.pairwise(chain):
             assert higher.metrics["continued_from_epoch"] == lower.budget_epochs
             assert higher.metrics["epochs_trained"] == higher.budget_epochs - lower.budget_epochs
             # the continued run's history starts with the lower budget's history

@@ -239,7 +239,7 @@ def test_encode_and_size_bits_hand_computed() -> None:
 def _blobs(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     centres = torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]])
     labels = torch.randint(0, 3, (n,), generator=generator)
-    return centres[labels] + 0.6 * torch.randn(n, 2, generator=generator), labels
+    return centres[labels] + 1.1 * torch.randn(n, 2, generator=generator), labels
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
@@ -274,7 +274,7 @@ def test_shifted_mlp_trains_and_q_stays_near_its_float_twin() -> None:
         first, last = _fit(model, x_train, y_train, 150)
         assert last < 0.5 * first, (name, first, last)
         results[name] = _accuracy(model, x_test, y_test)
-    # Well-separated blobs: float reaches > 90 %, and Q must be within 3 points of it.
-    assert results["float"] > 0.9
+    # Overlapping blobs (float reaches about 89 %): Q must stay within 3 points of its float twin.
+    assert results["float"] > 0.85, results
     assert results["Q"] >= results["float"] - 0.03, results
-    assert results["PS"] > 0.8, results
+    assert results["PS"] > 0.85, results

@@ -29,7 +29,7 @@ from greenshift.config import DSNNConfig, load_config_file, parse_assignments
 from greenshift.errors import ConfigError, GreenshiftError
 
 #: Bundles of ``greenshift search`` settings, keyed like a --config file. Explicit flags and config-file
-#: values override a preset. ``demo`` is the main job of ``make run``: chosen to finish in under ten
+#: values override a preset. ``demo`` is the main job of ``make run``: it must finish in under ten
 #: minutes on two CPU cores with ``--dataset digits --backbone resnet20``.
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"trials": 24, "min_epochs": 1, "max_epochs": 9, "eta": 3, "seed": 0},
@@ -250,8 +250,11 @@ def _version() -> str:
 _SET_HELP = "fix a hyperparameter, e.g. --set shift_type=Q (repeatable); keys: " + ", ".join(_CONFIG_FIELDS)
 
 
-def _add_data_options(p: argparse.ArgumentParser, *, required_note: str = "") -> None:
-    p.add_argument("--dataset", metavar="NAME", help=f"data set (see 'greenshift datasets'){required_note}")
+def _add_data_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """--dataset (required: by argparse where no config file can supply it), --data-dir, --image-size."""
+    p.add_argument(
+        "--dataset", metavar="NAME", required=required, help="data set (see 'greenshift datasets'); required"
+    )
     p.add_argument(
         "--data-dir", metavar="PATH", help="folder with the data set's files (data sets that need them)"
     )
@@ -286,7 +289,7 @@ def _add_train(command: Callable[..., argparse.ArgumentParser]) -> None:
         "data_dir, image_size, backbone, epochs, device, seed, set and any hyperparameter.\n\n"
         "example:\n  greenshift train --dataset digits --backbone resnet20 --epochs 5 --set weight_bits=4",
     )
-    _add_data_options(p, required_note="; required")
+    _add_data_options(p)
     p.add_argument("--backbone", metavar="NAME", help="backbone (see 'greenshift models'); required")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs to train; required")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
@@ -308,7 +311,7 @@ def _add_profile(command: Callable[..., argparse.ArgumentParser]) -> None:
         "example:\n  greenshift profile --backbone resnet20 --dataset digits --set shift_depth=10",
     )
     p.add_argument("--backbone", metavar="NAME", required=True, help="backbone (see 'greenshift models')")
-    _add_data_options(p, required_note="; required")
+    _add_data_options(p, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     p.add_argument(
         "--energy-table", metavar="FILE", help="JSON energy table (default: the shipped 45 nm table)"
@@ -331,7 +334,7 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
         "  greenshift search --dataset cifar10 --data-dir data/cifar10 --backbone resnet20 \\\n"
         "      --trials 200 --max-epochs 27 --range lr=0.01:0.1 --set shift_type=Q --out runs/c10",
     )
-    _add_data_options(p, required_note="; required")
+    _add_data_options(p)
     p.add_argument("--backbone", metavar="NAME", help="backbone (see 'greenshift models'); required")
     p.add_argument(
         "--out", metavar="DIR", help="run directory (created, or resumed if it holds this run); required"
@@ -1036,7 +1039,6 @@ class _EpochProgress:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """``greenshift profile``: per-layer modelled energy of an untrained configuration."""
-    _require(vars(args), ("dataset",))
     config = _config_from(parse_assignments(args.set))
     _check_depth(config, args.backbone)
 

@@ -319,14 +319,21 @@ def _check_matches_build(
             "pass the backbone and config it was built from"
         )
     expected = dict(_shift_layers(reference))
-    for name, layer in _shift_layers(model):
-        other = expected.get(name)
-        settings = ("shift_type", "weight_bits", "act_integer_bits", "act_fraction_bits")
-        if other is None or any(getattr(layer, s) != getattr(other, s) for s in settings):
+    ours_shift = dict(_shift_layers(model))
+    if sorted(ours_shift) != sorted(expected):
+        differing = sorted(set(ours_shift) ^ set(expected))
+        raise ExportError(
+            f"the model shifts other layers than {backbone} with this configuration "
+            f"(shift_depth={config.shift_depth}); first difference: {differing[0]!r}"
+        )
+    settings = ("shift_type", "weight_bits", "act_integer_bits", "act_fraction_bits")
+    for name, layer in ours_shift.items():
+        theirs_values = tuple(getattr(expected[name], s) for s in settings)
+        our_values = tuple(getattr(layer, s) for s in settings)
+        if our_values != theirs_values:
             raise ExportError(
-                f"shift layer {name!r} ({layer._shift_repr()}) does not match the configuration "
-                f"{config.shift_type}/{config.weight_bits} bits/{config.activation_integer_bits}."
-                f"{config.activation_fraction_bits}"
+                f"shift layer {name!r} (type, weight bits, activation bits {our_values}) does not match "
+                f"the configuration's {theirs_values}"
             )
 
 

@@ -169,7 +169,7 @@ def pareto_records(
         return []
     points = np.array([[r.objectives[name] for name in objectives] for r in candidates], dtype=float)
     mask = non_dominated_mask(points)
-    return [r for r, keep in zip(candidates, mask) if keep]
+    return [r for r, keep in zip(candidates, mask, strict=True) if keep]
 
 
 class SmacTarget:
@@ -192,7 +192,7 @@ def budget_to_epochs(budget: float | None, max_epochs: int) -> int:
     """SMAC's real-valued budget as whole epochs (at least 1); no budget means the maximum."""
     if budget is None:
         return max_epochs
-    return max(1, min(max_epochs, int(round(budget))))
+    return max(1, min(max_epochs, round(budget)))
 
 
 @dataclass

@@ -99,7 +99,7 @@ class RichProgress:
             self.console.print(f"search ended: {reason}")
 
     def _status(self, stats: SearchStats) -> str:
-        hv = "-" if stats.hypervolume is None else f"{stats.hypervolume:.4f}"
+        hv = "-" if stats.hypervolume is None else f"{stats.hypervolume:.3g}"
         parts = [
             f"running {stats.running}",
             f"failed {stats.failed}",
