@@ -17,7 +17,6 @@ import statistics
 import tempfile
 
 from common import RESULTS, common_reference, hypervolume_at, hypervolume_curve, write_result
-
 from greenshift.search import DSNNSearch, SearchSettings
 
 OPTIMIZERS = ("smac", "smac-bo", "random")
@@ -29,9 +28,18 @@ def run_one(optimizer: str, seed: int, budget: int, backbone: str, max_epochs: i
     out = tempfile.mkdtemp(prefix=f"gs-{optimizer}-")
     try:
         settings = SearchSettings(
-            dataset="digits", backbone=backbone, out=out, optimizer=optimizer, trials=10_000,
-            min_epochs=1, max_epochs=max_epochs, eta=3, seed=seed, max_total_epochs=budget,
-            keep_models="none", device="cpu",
+            dataset="digits",
+            backbone=backbone,
+            out=out,
+            optimizer=optimizer,
+            trials=10_000,
+            min_epochs=1,
+            max_epochs=max_epochs,
+            eta=3,
+            seed=seed,
+            max_total_epochs=budget,
+            keep_models="none",
+            device="cpu",
         )
         return DSNNSearch(settings).run()
     finally:
@@ -69,27 +77,43 @@ def main() -> None:
         finals = "  ".join(f"{n} {hypervolume_at(curves[n][-1], budget):.4f}" for n in OPTIMIZERS)
         print(f"seed {seed}: final HV  {finals}  smac reaches random's final at {reach[-1]}")
     summary: dict[str, list[dict[str, float]]] = {}
-    print(f"\nhypervolume after a fraction of {budget} epochs, median [min, max] over {seeds} seeds ({args.backbone})")
+    print(
+        f"\nhypervolume after a fraction of {budget} epochs, median [min, max] over {seeds} seeds ({args.backbone})"
+    )
     print("fraction " + "".join(f"{n:>28s}" for n in OPTIMIZERS))
     for fraction in FRACTIONS:
         cells = []
         for name in OPTIMIZERS:
             values = [hypervolume_at(c, fraction * budget) for c in curves[name]]
             summary.setdefault(name, []).append(
-                {"fraction": fraction, "median": statistics.median(values), "min": min(values), "max": max(values)}
+                {
+                    "fraction": fraction,
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
             )
             cells.append(f"{statistics.median(values):.4f} [{min(values):.4f}, {max(values):.4f}]")
         print(f"{fraction:8.2f} " + "".join(f"{c:>28s}" for c in cells))
     reached = [r for r in reach if r is not None]
     median_reach = statistics.median(reached) if len(reached) == len(reach) else None
     verdict = "never in some seeds" if median_reach is None else f"{median_reach:.2f} of the budget"
-    print(f"budget fraction smac needs to reach random's final hypervolume (median): {verdict} (target <= 0.33)")
+    print(
+        f"budget fraction smac needs to reach random's final hypervolume (median): {verdict} (target <= 0.33)"
+    )
     figure = plot(curves, budget, args.backbone)
     path = write_result(
         "search_efficiency",
-        {"seeds": seeds, "budget_epochs": budget, "backbone": args.backbone, "max_epochs": args.max_epochs,
-         "summary": summary, "smac_fraction_to_reach_random": reach, "median_fraction": median_reach,
-         "figure": str(figure.name)},
+        {
+            "seeds": seeds,
+            "budget_epochs": budget,
+            "backbone": args.backbone,
+            "max_epochs": args.max_epochs,
+            "summary": summary,
+            "smac_fraction_to_reach_random": reach,
+            "median_fraction": median_reach,
+            "figure": str(figure.name),
+        },
     )
     print(f"written {path} and {figure}")
 

@@ -62,4 +62,6 @@ def test_no_module_imports_from_a_higher_layer(path: Path) -> None:
         if own == "testing" or other == own:
             continue
         assert other != "testing", f"{path} imports greenshift.testing"
-        assert LAYERS[other] <= LAYERS[own], f"{path.relative_to(SRC)} imports greenshift.{other} from a higher layer"
+        assert LAYERS[other] <= LAYERS[own], (
+            f"{path.relative_to(SRC)} imports greenshift.{other} from a higher layer"
+        )

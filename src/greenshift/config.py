@@ -59,7 +59,9 @@ class DSNNConfig:
         _check_int_range("batch_size", self.batch_size, 1, 1 << 20)
         _check_int_range("test_batch_size", self.test_batch_size, 1, 1 << 20)
         _check_int_range("weight_bits", self.weight_bits, *WEIGHT_BITS_RANGE)
-        _check_int_range("activation_integer_bits", self.activation_integer_bits, *ACTIVATION_INTEGER_BITS_RANGE)
+        _check_int_range(
+            "activation_integer_bits", self.activation_integer_bits, *ACTIVATION_INTEGER_BITS_RANGE
+        )
         _check_int_range(
             "activation_fraction_bits", self.activation_fraction_bits, *ACTIVATION_FRACTION_BITS_RANGE
         )
@@ -125,13 +127,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of key: value, not {type(loaded).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of key: value, not {type(loaded).__name__}"
+        )
     return loaded
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Turn CLI/YAML strings into the field's type, with a clear error."""
-    if name == "shift_depth" and (value is None or (isinstance(value, str) and value.lower() in {"all", "none"})):
+    if name == "shift_depth" and (
+        value is None or (isinstance(value, str) and value.lower() in {"all", "none"})
+    ):
         return None
     kind = {f.name: f.type for f in fields(DSNNConfig)}[name]
     try:
