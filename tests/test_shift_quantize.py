@@ -263,3 +263,32 @@ def test_large_tensors_round_identically_on_both_paths(
     narrow = torch.full((5000,), 7.9, dtype=dtype)
     assert round_fixed_point(narrow, 4, 2).unique().tolist() == [7.75]
     assert calls == [1]
+
+
+def test_chunked_weight_rounding_matches_the_direct_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunking applies only with several threads (the test session runs with one).
+    monkeypatch.setattr(quantize, "_SERIAL_CHUNK", 1000)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        w = (torch.randn(7, 1001) * 0.2).requires_grad_()
+        q = ste_power_of_two(w, -15, 0)
+        assert torch.equal(q, round_power_of_two(w.detach(), -15, 0))
+        q.sum().backward()
+        assert torch.equal(w.grad, torch.ones_like(w))
+
+        sign = torch.randn(7, 1001).requires_grad_()
+        shift = (torch.rand(7, 1001) * -8).requires_grad_()
+        ps = ste_sign_shift(sign, shift, -6, 0)
+        assert torch.equal(ps, round_sign_shift(sign.detach(), shift.detach(), -6, 0))
+        upstream = torch.randn(7, 1001)
+        ps.backward(upstream)
+        assert torch.equal(shift.grad, (upstream * ps.detach()).mul_(math.log(2.0)))
+        assert torch.equal(sign.grad, upstream)
+
+        stochastic = ste_power_of_two(w, -15, 0, stochastic=True).detach()
+        exponent = torch.log2(w.detach().abs()).clamp(-15, 0)
+        p = torch.log2(stochastic.abs())
+        assert torch.all((p == exponent.floor()) | (p == exponent.ceil()))
+    finally:
+        torch.set_num_threads(previous)

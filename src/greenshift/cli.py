@@ -454,6 +454,19 @@ def _add_report(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--out", metavar="DIR", help="where to write the files (default: the run directory)")
     p.add_argument("--json", action="store_true", help="print the report's JSON instead of the summary")
     p.add_argument("--open", action="store_true", help="open report.html in the web browser")
+    p.add_argument(
+        "--no-crosscheck",
+        action="store_true",
+        help="skip measured-next-to-modelled energy of the front and the default",
+    )
+    p.add_argument(
+        "--no-remeasure",
+        action="store_true",
+        help="cross-check only with energies the run or an earlier report already measured",
+    )
+    p.add_argument(
+        "--meter", choices=METERS, default="auto", help="energy meter for re-measured models (default: auto)"
+    )
     p.set_defaults(handler=cmd_report)
 
 
@@ -1236,7 +1249,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``greenshift report``: write the report files and print the headline figures."""
     from greenshift.report import load_report, report_json, write_report
 
-    report = load_report(args.run_dir)
+    crosscheck: bool | dict[str, Any] = False
+    if not args.no_crosscheck:
+        # Re-measuring a kept model takes seconds to a minute per model; the result is cached in the run.
+        progress = None if args.json else _console().print
+        crosscheck = {"meter": args.meter, "remeasure": not args.no_remeasure, "progress": progress}
+    report = load_report(args.run_dir, crosscheck=crosscheck)
     paths = write_report(report, args.out or args.run_dir)
     if args.open:
         import webbrowser
@@ -1296,6 +1314,8 @@ def _print_report(report: Any, paths: Mapping[str, Path], run_dir: str) -> None:
         console.print(f"importance for {objective}: " + (", ".join(f"{k} {v:.2f}" for k, v in top) or "-"))
     if not importance.reliable:
         console.print(f"[yellow]importance is not reliable: {importance.note}")
+    if report.crosscheck is not None:
+        console.print(f"modelled vs measured energy: {report.crosscheck.trust.statement}")
     console.print("files: " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -36,7 +36,12 @@ class SyntheticTrial:
         self.max_depth = max_depth
 
     def __call__(
-        self, settings: TrialSettings, values: Mapping[str, Any], budget_epochs: int, seed: int, config_key: str
+        self,
+        settings: TrialSettings,
+        values: Mapping[str, Any],
+        budget_epochs: int,
+        seed: int,
+        config_key: str,
     ) -> dict[str, Any]:
         """Return the outcome dict a real trial returns (see :func:`greenshift.search.trial.run_trial`)."""
         outcome: dict[str, Any] = {
@@ -59,7 +64,9 @@ class SyntheticTrial:
             return outcome
         depth = float(values.get("shift_depth", self.max_depth)) / self.max_depth
         bits = float(values.get("weight_bits", 5))
-        act_bits = float(values.get("activation_integer_bits", 16)) + float(values.get("activation_fraction_bits", 16))
+        act_bits = float(values.get("activation_integer_bits", 16)) + float(
+            values.get("activation_fraction_bits", 16)
+        )
         lr = float(values.get("lr", 0.1))
         lr_penalty = (math.log10(lr) + 1.5) ** 2 * 0.05
         loss = 0.05 + 0.5 / (1 + budget_epochs) + 0.15 * depth * (5 - bits + 1) / 4 + lr_penalty

@@ -1,7 +1,8 @@
 """greenshift.report: the Pareto front of a run, its hypervolume, improvement, importance and files.
 
 ``load_report(run_dir)`` builds a :class:`ReportData`; ``write_report`` turns it into PNG/CSV/JSON/HTML;
-``pick`` chooses one configuration; ``compare_runs``/``write_comparison`` put several runs side by side.
+``pick`` chooses one configuration; ``compare_runs``/``write_comparison`` put several runs side by side;
+``energy_crosscheck`` (or ``load_report(run_dir, crosscheck=True)``) sets measured next to modelled energy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from greenshift.report.data import (
     compare_runs,
     load_report,
 )
+from greenshift.report.energy import (
+    CrosscheckRow,
+    EnergyCrosscheck,
+    TrustStats,
+    energy_crosscheck,
+    trust_statistics,
+)
 from greenshift.report.importance import Importance, compute_importance
 from greenshift.report.improvement import ConfigImprovement, Headline, Improvement, compute_improvement
 from greenshift.report.pick import Pick, pick
@@ -26,6 +34,8 @@ __all__ = [
     "BudgetStep",
     "Comparison",
     "ConfigImprovement",
+    "CrosscheckRow",
+    "EnergyCrosscheck",
     "Entry",
     "Headline",
     "Importance",
@@ -34,13 +44,16 @@ __all__ = [
     "ReferencePoint",
     "ReportData",
     "RunSummary",
+    "TrustStats",
     "build_report",
     "compare_runs",
     "compute_importance",
     "compute_improvement",
+    "energy_crosscheck",
     "load_report",
     "pick",
     "report_json",
+    "trust_statistics",
     "write_comparison",
     "write_report",
 ]

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from greenshift.objectives.pareto import (
 from greenshift.report.importance import Importance, compute_importance
 from greenshift.report.improvement import Improvement, compute_improvement
 from greenshift.store.records import TrialRecord, TrialStatus
+
+if TYPE_CHECKING:
+    from greenshift.report.energy import EnergyCrosscheck
 
 LOSS = "loss"
 # Relative tolerance when deciding that a trial ran at the full budget (budgets are stored as floats).
@@ -108,7 +111,11 @@ class BudgetStep:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything a report shows, as plain frozen data (see the module docstring for the rules)."""
+    """Everything a report shows, as plain frozen data (see the module docstring for the rules).
+
+    ``crosscheck`` holds modelled next to measured energy of the front and the default
+    (:func:`greenshift.report.energy.energy_crosscheck`), or ``None`` when it was skipped.
+    """
 
     objective_names: tuple[str, ...]
     max_budget: float
@@ -125,6 +132,7 @@ class ReportData:
     status_counts: dict[str, int]
     incomplete: tuple[int, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    crosscheck: EnergyCrosscheck | None = None
 
     @property
     def energy_objectives(self) -> tuple[str, ...]:
@@ -413,11 +421,15 @@ def _stored_space(identity: Mapping[str, Any]) -> Any:
         return None
 
 
-def load_report(run_dir: Any, **kwargs: Any) -> ReportData:
-    """Open the run directory's store and build its report (keyword arguments go to :func:`build_report`).
+def load_report(run_dir: Any, *, crosscheck: bool | Mapping[str, Any] = False, **kwargs: Any) -> ReportData:
+    """Open the run directory's store and build its report (other keyword arguments go to :func:`build_report`).
 
     Objectives, ``max_epochs`` and the search space (for the importance analysis) come from the run's
-    identity.
+    identity. ``crosscheck`` adds modelled next to measured energy of the front and the default
+    (``report.crosscheck``): ``True`` with the defaults, or a mapping of keyword arguments for
+    :func:`greenshift.report.energy.energy_crosscheck` (``meter``, ``measure_options``, ``remeasure``,
+    ``device``, ``energy_table``, ``progress``). It may measure energy, which takes seconds per
+    model unless cached; ``False`` (the default) skips it.
     """
     from greenshift.store import RunStore
 
@@ -433,7 +445,13 @@ def load_report(run_dir: Any, **kwargs: Any) -> ReportData:
     kwargs.setdefault("meta", meta)
     if kwargs.get("importance_space") is None:
         kwargs["importance_space"] = _stored_space(identity)
-    return build_report(records, objective_names=names, max_budget=max_budget, **kwargs)
+    report = build_report(records, objective_names=names, max_budget=max_budget, **kwargs)
+    if crosscheck is False or crosscheck is None:
+        return report
+    from greenshift.report.energy import energy_crosscheck
+
+    options = dict(crosscheck) if isinstance(crosscheck, Mapping) else {}
+    return replace(report, crosscheck=energy_crosscheck(run_dir, report, **options))
 
 
 def compare_runs(

@@ -30,7 +30,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,8 @@ class CrosscheckRow:
     def paired(self) -> bool:
         """Whether both energies are known positive numbers (only such rows judge the model)."""
         return all(
-            v is not None and math.isfinite(v) and v > 0 for v in (self.energy_model_j, self.energy_measured_j)
+            v is not None and math.isfinite(v) and v > 0
+            for v in (self.energy_model_j, self.energy_measured_j)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -161,10 +162,9 @@ def trust_statistics(
     n = int(x.size)
     if n < MIN_PAIRS:
         statement = (
-            f"Cannot be judged: only {n} configuration{'' if n == 1 else 's'} "
-            f"{'has' if n == 1 else 'have'} both a modelled and a measured energy; at least {MIN_PAIRS} "
-            "are needed (keep more models with --keep-models pareto or all, or search longer for a "
-            "larger front)."
+            f"Cannot be judged: only {n} configuration{'' if n == 1 else 's'} of the front and the "
+            f"default {'has' if n == 1 else 'have'} both a modelled and a measured energy; at least "
+            f"{MIN_PAIRS} are needed."
         )
         return TrustStats(n, None, None, None, None, statement)
     # Least squares of log y = log k + log x with slope fixed at 1: log k is the mean log ratio.
@@ -194,16 +194,17 @@ def _statement(n: int, rho: float | None, k: float, median_error: float, meter: 
         )
     else:
         if rho >= 0.8:
-            verdict = "close to the same order"
+            verdict = "in nearly the same order as the meter"
         elif rho >= 0.4:
-            verdict = "roughly the same order"
+            verdict = "in roughly the same order as the meter"
         elif rho > -0.4:
-            verdict = "an order unrelated to the meter's"
+            verdict = "in an order unrelated to the meter's"
         else:
-            verdict = "roughly the opposite order"
+            verdict = "in roughly the opposite order to the meter's"
         ranking = (
-            f"The energy model ranks these {n} configurations like {by} with Spearman ρ = {rho:.2f} "
-            f"({verdict}; 1 = same order, 0 = unrelated, −1 = reversed)."
+            f"Spearman ρ = {rho:.2f} between modelled and measured energy ({by}) over these {n} "
+            f"configurations: the model ranks them {verdict} (ρ = 1: same order, 0: unrelated, "
+            "−1: reversed)."
         )
         if n < 6:
             ranking += f" With only {n} configurations ρ is a rough indication."
@@ -260,6 +261,11 @@ class _RunContext:
                     self.device_note = f"the run used device {wanted}, which this machine lacks"
         return self._device
 
+    @property
+    def resolved_device(self) -> str | None:
+        """The measuring device if anything needed it, else ``None``."""
+        return None if self._device is None else str(self._device)
+
     def dataset(self) -> Any:
         """The run's data set on the measuring device; a :class:`GreenshiftError` says why not."""
         if self._dataset is None and self._dataset_error is None:
@@ -310,7 +316,9 @@ class _RunContext:
             raise GreenshiftError(f"kept model {path.name} is not a greenshift trial model")
         data = self.dataset()
         config = DSNNConfig.from_dict(payload["config"])
-        model = build_model(config, str(payload.get("backbone") or self.backbone), data.num_classes, data.in_channels)
+        model = build_model(
+            config, str(payload.get("backbone") or self.backbone), data.num_classes, data.in_channels
+        )
         try:
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
@@ -343,13 +351,17 @@ def _finite(value: Any) -> float | None:
 
 def _run_measurement(group: Sequence[TrialRecord], entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
     """The run's own measured value of ``entry`` (with method and spread), or ``None`` and why not."""
-    fallbacks = [r.metrics.get("energy_measured_fallback") for r in group if r.metrics.get("energy_measured_fallback")]
+    fallbacks = [
+        r.metrics.get("energy_measured_fallback") for r in group if r.metrics.get("energy_measured_fallback")
+    ]
     if fallbacks:
         return None, f"the run's measurement fell back to the modelled energy ({fallbacks[0]})"
     value = _finite(entry.objectives.get(MEASURED))
     if value is None:
         return None, None
-    details = next((r.metrics.get(MEASURED) for r in group if isinstance(r.metrics.get(MEASURED), Mapping)), {})
+    details = next(
+        (r.metrics.get(MEASURED) for r in group if isinstance(r.metrics.get(MEASURED), Mapping)), {}
+    )
     details = details or {}
     spread = {
         "std_j": _finite(details.get("std_j_per_image")),
@@ -455,7 +467,7 @@ def energy_crosscheck(
                 r
                 for r in records
                 if str(r.config_key) == entry.config_key
-                and r.status is TrialStatus.OK
+                and TrialStatus(r.status) is TrialStatus.OK
                 and _at_max(r, report_data.max_budget)
             ),
             key=lambda r: r.trial_id,
@@ -497,7 +509,7 @@ def energy_crosscheck(
                     "mtime_ns": stat.st_mtime_ns,
                     "size": stat.st_size,
                     "meter": _meter_key(meter),
-                    "device": str(device) if device is not None else str(settings.get("device") or "auto"),
+                    "device": str(context.device),
                     "options": asdict(options),
                 }
                 cached = cache.get(entry.trial_id, key)
@@ -549,8 +561,15 @@ def energy_crosscheck(
         [row.energy_measured_j or 0.0 for row in paired],
         meter=" / ".join(meters) or None,
     )
-    used_device = str(context._device) if context._device is not None else None
-    result = EnergyCrosscheck(tuple(rows), trust, used_device, measured_now, reused)
+    if trust.n >= MIN_PAIRS and any("estimat" in str(row.measured_method or "").lower() for row in paired):
+        # CodeCarbon without power counters reports TDP x load plus a RAM constant, not a measurement.
+        trust = replace(
+            trust,
+            statement=trust.statement
+            + " Some measured values are estimates (the meter had no power counters; see the methods"
+            " below), which blurs the comparison further.",
+        )
+    result = EnergyCrosscheck(tuple(rows), trust, context.resolved_device, measured_now, reused)
     cache.save(result)
     return result
 
@@ -574,11 +593,12 @@ def _remeasure(
         "rse": _finite(details.get("rse")),
         "n": details.get("n"),
         "converged": details.get("converged"),
+        # How much of the reading the meter also reports at idle (CodeCarbon's RAM term, for example).
+        "idle_share": _finite(details.get("idle_share")),
     }
     return {
         MEASURED: float(result[MEASURED]),
         "meter": details.get("meter"),
         "measured_method": details.get("method"),
         "measured_spread": spread,
-        "idle_share": _finite(details.get("idle_share")),
     }, None

@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greenshift.report.data import Comparison, Entry, ReportData
 from greenshift.report.improvement import Headline
 from greenshift.report.render import objective_label
+
+if TYPE_CHECKING:
+    from greenshift.report.energy import CrosscheckRow, EnergyCrosscheck
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -25,7 +29,10 @@ table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; }
+div.wide { overflow-x: auto; max-width: 100%; } .nowrap { white-space: nowrap; }
 .note { color: #8a4b00; } .muted { color: #666; }
+p.verdict { background: #f6f8fa; border-left: 4px solid #4a78b0; padding: 0.6em 0.9em; max-width: 60em; }
+p.muted, p.note { max-width: 60em; }
 """
 
 
@@ -46,16 +53,31 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1f} %"
 
 
+class _Markup(str):
+    """Text that is already escaped HTML (built here from escaped parts); table cells keep it as is."""
+
+
 def _cell(value: Any) -> str:
+    if isinstance(value, _Markup):
+        return f"<td>{value}</td>"
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     return f'<td class="num">{_e(_num(value))}</td>' if numeric else f"<td>{_e(_num(value))}</td>"
+
+
+def _unbroken_flags(text: str) -> _Markup:
+    """Escape ``text`` and keep command-line flags (``--keep-models pareto``) on one line."""
+    escaped = _e(text)
+    return _Markup(re.sub(r"(--[a-z][\w-]*(?: [a-z]+)?)", r'<span class="nowrap">\1</span>', escaped))
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """An HTML table; every header and cell is escaped."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # A header row of empty cells only draws a grey strip: leave it out.
+    thead = f"<thead><tr>{head}</tr></thead>" if any(str(h) for h in headers) else ""
+    # Tables with one column per hyperparameter are wider than the page: let them scroll on their own.
+    return f'<div class="wide"><table>{thead}<tbody>{body}</tbody></table></div>'
 
 
 def _img(data: bytes, alt: str) -> str:
@@ -100,8 +122,98 @@ def _headline_text(headline: Headline | None, constraint: str) -> str:
     )
 
 
+def _spread_text(row: CrosscheckRow) -> str:
+    """``± standard error (RSE, readings)`` of a measured value, or a dash."""
+    spread = row.measured_spread or {}
+    rse, n = spread.get("rse"), spread.get("n")
+    value = row.energy_measured_j
+    if value is None or not isinstance(rse, (int, float)) or not math.isfinite(rse):
+        return "—"
+    # The standard error of the mean, not the spread of single readings: it is what ± the value means.
+    parts = [f"± {_num(float(rse * value))} J"]
+    details = [f"RSE {100 * rse:.1f} %"]
+    if n:
+        details.append(f"{n} readings")
+    if spread.get("converged") is False:
+        details.append("not converged")
+    if isinstance(spread.get("std_between_seeds_j"), (int, float)):
+        details.append(f"± {_num(float(spread['std_between_seeds_j']))} J between seeds")
+    if details:
+        parts.append(f"({', '.join(details)})")
+    return " ".join(parts)
+
+
+def _crosscheck_section(report: ReportData, crosscheck: EnergyCrosscheck, images: Mapping[str, bytes]) -> str:
+    """Table of modelled next to measured energy, the verdict on the model, the caveat and the figure."""
+    knee_id = report.knee.trial_id if report.knee else None
+    rows = []
+    for row in crosscheck.rows:
+        role = [r for r, on in (("default", row.is_default), ("front", row.on_front)) if on]
+        if row.trial_id == knee_id:
+            role.append("knee")
+        ratio = (
+            row.energy_measured_j / row.energy_model_j
+            if row.paired and row.energy_measured_j is not None and row.energy_model_j
+            else None
+        )
+        source = f"{row.model_source or '—'} / {row.measured_source or '—'}"
+        rows.append(
+            [
+                row.trial_id,
+                ", ".join(role),
+                row.energy_model_j,
+                row.energy_measured_j,
+                ratio,
+                _spread_text(row),
+                row.meter or "—",
+                source,
+                _unbroken_flags(row.note or ""),
+            ]
+        )
+    headers = [
+        "trial",
+        "role",
+        "modelled [J/image]",
+        "measured [J/image]",
+        "measured / modelled",
+        "measured ± standard error",
+        "meter",
+        "source (modelled / measured)",
+        "note",
+    ]
+    if not any(row.note for row in crosscheck.rows):
+        # An empty note column only squeezes the others.
+        headers, rows = headers[:-1], [r[:-1] for r in rows]
+    trust = crosscheck.trust
+    parts = [
+        '<h2 id="energy-crosscheck">Modelled vs measured energy</h2>',
+        '<p class="muted">Energy per image of the Pareto front and the default. <b>Modelled</b>: the energy '
+        "model, from operation counts and an energy table: what shift hardware would spend. "
+        "<b>Measured</b>: the meter protocol of docs/energy.md, taken from the run or re-measured from "
+        "the kept models: what this machine spends, with shifts simulated by float multiplications.</p>",
+        _table(headers, rows),
+        f'<p class="verdict"><strong>How far to trust the modelled energy.</strong> {_e(trust.statement)}</p>',
+    ]
+    if "crosscheck" in images:
+        parts.append(_img(images["crosscheck"], "Measured vs modelled energy"))
+    methods = sorted(
+        {(row.meter or "?", row.measured_method) for row in crosscheck.rows if row.measured_method}
+    )
+    if methods:
+        items = "".join(
+            f"<li>{_e(method if method.startswith(meter) else f'{meter}: {method}')}</li>"
+            for meter, method in methods
+        )
+        parts.append(f'<p class="muted">How each meter measured:</p><ul class="muted">{items}</ul>')
+    if crosscheck.device:
+        parts.append(f'<p class="muted">{_e(f"Re-measurements ran on {crosscheck.device}.")}</p>')
+    return "\n".join(parts)
+
+
 def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
-    """The HTML page of one report; ``images`` maps ``pareto``/``hypervolume``/``importance`` to PNG bytes."""
+    """The HTML page of one report; ``images`` maps ``pareto``/``hypervolume``/``importance`` (and
+    ``crosscheck`` when there is one) to PNG bytes.
+    """
     title = " / ".join(
         str(report.meta[k]) for k in ("dataset", "backbone", "optimizer") if report.meta.get(k)
     )
@@ -158,6 +270,9 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
         "Δ = percent change vs the default, negative = better)</h3>"
     )
     parts.append(_entries_table(report.front, report, changes=True) if report.front else "<p>empty</p>")
+
+    if report.crosscheck is not None:
+        parts.append(_crosscheck_section(report, report.crosscheck, images))
 
     if "hypervolume" in images:
         parts += ["<h2>Hypervolume over budget</h2>", _img(images["hypervolume"], "Hypervolume over budget")]

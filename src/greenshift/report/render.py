@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from greenshift.report.data import (
     ReportData,
     compare_runs,
 )
+
+if TYPE_CHECKING:
+    from greenshift.report.energy import EnergyCrosscheck
 
 # Suffix of an objective name -> unit shown on axes and in tables (docs/architecture.md: names carry units).
 _UNITS = {
@@ -96,7 +99,8 @@ def report_json(report: ReportData) -> dict[str, Any]:
 
     Keys: ``pareto``, ``default``, ``improvement``, ``hypervolume``, ``importance``,
     ``reference_point``, plus ``objectives``, ``max_budget``, ``knee``, ``lower_budget``,
-    ``hypervolume_over_budget``, ``status_counts``, ``incomplete`` and ``meta``.
+    ``hypervolume_over_budget``, ``status_counts``, ``incomplete``, ``meta`` and ``energy_crosscheck``
+    (rows of modelled next to measured energy and the ``trust`` verdict; ``null`` when skipped).
     Percent changes are negative when better than the default.
     """
     imp = report.improvement
@@ -141,6 +145,7 @@ def report_json(report: ReportData) -> dict[str, Any]:
         "status_counts": report.status_counts,
         "incomplete": list(report.incomplete),
         "meta": report.meta,
+        "energy_crosscheck": None if report.crosscheck is None else report.crosscheck.to_json(),
     }
     return _json_safe(data)
 
@@ -319,6 +324,83 @@ def plot_importance(report: ReportData, path: Path) -> Path:
     return path
 
 
+def plot_crosscheck(crosscheck: EnergyCrosscheck, path: Path) -> Path | None:
+    """Measured against modelled energy per image (log-log) with the fitted ``measured = k x modelled``.
+
+    Returns ``None`` (and writes nothing) when no row has both values.
+    """
+    rows = [row for row in crosscheck.rows if row.paired]
+    if not rows:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import NullFormatter
+
+    from greenshift.report.energy import MIN_PAIRS
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    xs = [float(row.energy_model_j or 0.0) for row in rows]
+    ys = [float(row.energy_measured_j or 0.0) for row in rows]
+    # Neighbours along the x axis get their labels above and below in turn, so close points stay legible.
+    below = {i: rank % 2 == 1 for rank, i in enumerate(np.argsort(xs, kind="stable").tolist())}
+    for index, (row, x, y) in enumerate(zip(rows, xs, ys, strict=True)):
+        style = (
+            {"marker": "*", "s": 190, "color": "tab:red", "zorder": 4}
+            if row.is_default
+            else {"marker": "o", "s": 46, "color": "tab:blue", "zorder": 3}
+        )
+        ax.scatter([x], [y], edgecolors="black", lw=0.8, **style)
+        label = f"trial {row.trial_id}" + (" (default)" if row.is_default else "")
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=(7, -11 if below[index] else 5),
+            textcoords="offset points",
+            fontsize=8,
+        )
+        rse = (row.measured_spread or {}).get("rse")
+        if isinstance(rse, (int, float)) and math.isfinite(rse) and rse > 0:
+            # Standard error of the mean, clipped above zero for the log axis.
+            error = rse * y
+            ax.errorbar([x], [y], yerr=[[min(error, 0.9 * y)], [error]], color="grey", lw=1, zorder=2)
+    trust = crosscheck.trust
+    if trust.scale_k is not None:
+        line = np.geomspace(min(xs) / 1.5, max(xs) * 1.5, 50)
+        ax.plot(
+            line,
+            trust.scale_k * line,
+            "--",
+            color="grey",
+            lw=1,
+            label=f"measured = {trust.scale_k:.3g} × modelled",
+        )
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # At least two decades per axis, so that each shows labelled powers of ten; minor ticks stay
+    # unlabelled (their labels collide on short log axes).
+    for values, setter, axis in ((xs, ax.set_xlim, ax.xaxis), (ys, ax.set_ylim, ax.yaxis)):
+        low, high = min(values) / 1.6, max(values) * 1.6
+        if high / low < 100:
+            middle = math.sqrt(low * high)
+            low, high = middle / 10, middle * 10
+        setter(low, high)
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("modelled energy per image [J] (energy model, shift hardware)")
+    ax.set_ylabel("measured energy per image [J] (this machine)")
+    if trust.n < MIN_PAIRS:
+        verdict = f"{trust.n} configuration{'' if trust.n == 1 else 's'}: too few to judge the model"
+    elif trust.spearman_rho is None:
+        verdict = f"{trust.n} configurations, ranking not comparable"
+    else:
+        verdict = f"{trust.n} configurations, Spearman ρ = {trust.spearman_rho:.2f}"
+    ax.set_title(f"Measured vs modelled energy per image\n{verdict}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 # ------------------------------------------------------------------------------------------------ files
 
 
@@ -357,6 +439,10 @@ def write_pareto_csv(report: ReportData, path: Path) -> Path:
 def write_report(report: ReportData, run_dir: str | Path) -> dict[str, Path]:
     """Write ``pareto.png``, ``hypervolume.png``, ``importance.png``, ``pareto.csv``, ``report.json`` and
     ``report.html`` into ``run_dir`` (created if needed); returns their paths by short name.
+
+    When ``report.crosscheck`` has rows with both energies, ``energy_crosscheck.png`` is written too
+    (short name ``crosscheck``). To include the crosscheck, build the report with
+    ``load_report(run_dir, crosscheck=True)``.
     """
     from greenshift.report.html import report_html
 
@@ -368,10 +454,18 @@ def write_report(report: ReportData, run_dir: str | Path) -> dict[str, Path]:
         "importance": plot_importance(report, out / "importance.png"),
         "csv": write_pareto_csv(report, out / "pareto.csv"),
     }
+    if report.crosscheck is not None:
+        figure = plot_crosscheck(report.crosscheck, out / "energy_crosscheck.png")
+        if figure is not None:
+            paths["crosscheck"] = figure
     json_path = out / "report.json"
     json_path.write_text(json.dumps(report_json(report), indent=2, allow_nan=False), encoding="utf-8")
     paths["json"] = json_path
-    images = {name: paths[name].read_bytes() for name in ("pareto", "hypervolume", "importance")}
+    images = {
+        name: paths[name].read_bytes()
+        for name in ("pareto", "hypervolume", "importance", "crosscheck")
+        if name in paths
+    }
     html_path = out / "report.html"
     html_path.write_text(report_html(report, images), encoding="utf-8")
     paths["html"] = html_path
