@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "greenshift"
 LAYERS = {
     "errors": 0,
     "config": 0,
+    "fileio": 0,
     "testing": 0,
     "shift": 1,
     "data": 1,

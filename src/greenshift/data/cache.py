@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from greenshift.data.core import ImageSplit, RawDataset
+from greenshift.fileio import atomic_torch_save
 
 CACHE_ENV = "GREENSHIFT_CACHE"
 # Bump when a reader's output changes for the same source files, so old entries stop matching.
@@ -92,22 +92,10 @@ def load_cached(path: Path, key: str) -> RawDataset | None:
 
 def save_cached(path: Path, key: str, raw: RawDataset) -> None:
     """Write ``raw`` to ``path`` atomically; a cache that cannot be written only costs a warning."""
-    payload = _to_payload(raw, key)
-    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        atomic_torch_save(_to_payload(raw, key), path)
     except OSError as exc:
         warnings.warn(f"could not write data-set cache {path}: {exc}", RuntimeWarning, stacklevel=3)
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
 
 
 def _compact(tensor: torch.Tensor) -> torch.Tensor:

@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from greenshift.data import Dataset, load_dataset
+from greenshift.data import load_dataset
 from greenshift.errors import ExportError
 from greenshift.export.format import load_exported
 from greenshift.shift.integer import IntegerReferenceModel
-from greenshift.train import resolve_device
+from greenshift.train import resolve_device, validate
 
 _SPLITS = ("train", "val", "test")
 
 
 @torch.no_grad()
-def _score(model: nn.Module, dataset: Dataset, split: str, batch_size: int) -> tuple[float, float, int]:
-    """Mean cross-entropy, top-1 accuracy and sample count of ``model`` on ``split`` (eval mode)."""
-    model.eval()
-    device = dataset.device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = 0
-    for images, labels in dataset.batches(split, batch_size, shuffle=False, augment=False):
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").to(torch.float64)
-        correct += (logits.argmax(dim=1) == labels).sum()
-        count += int(labels.shape[0])
-    if count == 0:
-        return math.nan, math.nan, 0
-    return float(loss_sum.item()) / count, int(correct.item()) / count, count
-
-
 def evaluate_exported(
     path: str | os.PathLike[str],
     dataset_name: str,
@@ -70,5 +51,6 @@ def evaluate_exported(
     data = dataclasses.replace(data, mean=meta.mean, std=meta.std)
     data = data.to(target)
     scored: nn.Module = IntegerReferenceModel(model) if integer else model
-    loss, accuracy, count = _score(scored, data, split, batch_size)
+    loss, accuracy = validate(scored, data, split=split, batch_size=batch_size)
+    count = len(data.split(split))
     return {"accuracy": accuracy, "loss": loss, "n": count, "split": split, "integer": bool(integer)}

@@ -42,7 +42,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from torch import Tensor, nn
 
 from greenshift.config import WEIGHT_BITS_RANGE, DSNNConfig
 from greenshift.errors import ConfigError, ExportError, GreenshiftError
+from greenshift.fileio import atomic_write_bytes
 from greenshift.shift import ShiftConv2d, ShiftLayer, shift_range
 from greenshift.shift.quantize import round_fixed_point
 from greenshift.train import build_model, resolve_device
@@ -337,20 +337,6 @@ def _check_matches_build(
             )
 
 
-def _atomic_write(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def float_size_bytes(model: nn.Module) -> int:
     """Bytes of the model's parameters as a float32 network (a PS weight's sign/shift counted once)."""
     shift_ids: set[int] = set()
@@ -478,7 +464,7 @@ def export_model(
     from safetensors.torch import save
 
     path = Path(out)
-    _atomic_write(save(tensors, metadata=metadata), path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return ExportInfo(
         path=path,
         size_bytes=path.stat().st_size,

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from greenshift.config import DSNNConfig
 from greenshift.data import Dataset, load_dataset
-from greenshift.errors import ExportError, GreenshiftError
+from greenshift.errors import ExportError, GreenshiftError, StoreError
 from greenshift.export.format import ExportInfo, export_model
+from greenshift.search.trial import load_trial_model
 from greenshift.store import RunStore, TrialRecord, TrialStatus
-from greenshift.train import build_model, train
+from greenshift.train import train
 
 _LISTED = 20
 
@@ -49,24 +47,15 @@ def _from_checkpoint(
 ) -> nn.Module:
     """The model kept by the search for this trial; a foreign or damaged file is an ExportError."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ExportError(
-            f"model checkpoint {path} of trial {trial_id} is unreadable ({first}); delete it to retrain"
-        ) from None
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise ExportError(f"{path} is not a greenshift trial model checkpoint")
-    if payload.get("config") != config.to_dict() or payload.get("backbone") != backbone:
-        raise ExportError(f"model checkpoint {path} belongs to another configuration than trial {trial_id}")
-    model = build_model(config, backbone, dataset.num_classes, dataset.in_channels)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise ExportError(
-            f"model checkpoint {path} does not fit {backbone}: {str(exc).splitlines()[0]}"
-        ) from None
-    return model.eval()
+        return load_trial_model(
+            path,
+            num_classes=dataset.num_classes,
+            in_channels=dataset.in_channels,
+            config=config,
+            backbone=backbone,
+        )
+    except StoreError as exc:
+        raise ExportError(f"trial {trial_id}: {exc}; delete it to retrain") from None
 
 
 def _retrain(

@@ -26,9 +26,9 @@ CPUs and GPUs run simulated shifts as float multiplications, so disagreement is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
+from greenshift.fileio import atomic_write_bytes
 from greenshift.objectives import MeasureOptions
 from greenshift.objectives.meters import EnergyMeter
 from greenshift.report.data import Entry, ReportData
@@ -303,29 +304,12 @@ class _RunContext:
 
     def kept_model(self, path: Path) -> nn.Module:
         """The trained model saved by the search at ``path`` (see ``greenshift.search.trial``)."""
-        import torch
+        from greenshift.search.trial import load_trial_model
 
-        from greenshift.config import DSNNConfig
-        from greenshift.train import build_model
-
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unreadable file is reported on its row, not raised
-            raise GreenshiftError(f"kept model {path.name} is unreadable: {exc}") from None
-        if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-            raise GreenshiftError(f"kept model {path.name} is not a greenshift trial model")
         data = self.dataset()
-        config = DSNNConfig.from_dict(payload["config"])
-        model = build_model(
-            config, str(payload.get("backbone") or self.backbone), data.num_classes, data.in_channels
+        return load_trial_model(
+            path, num_classes=data.num_classes, in_channels=data.in_channels, backbone=self.backbone
         )
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except RuntimeError as exc:
-            raise GreenshiftError(
-                f"kept model {path.name} does not match its configuration: {str(exc).splitlines()[0]}"
-            ) from None
-        return model.eval()
 
 
 def _at_max(record: TrialRecord, max_budget: float) -> bool:
@@ -413,13 +397,9 @@ class _Cache:
     def save(self, crosscheck: EnergyCrosscheck) -> None:
         """Write the cache (and the latest crosscheck, for people reading the file) atomically."""
         data = {"version": CACHE_VERSION, "measurements": self.measurements, "latest": crosscheck.to_json()}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only run directory only costs the next report a re-measurement
+        # A read-only run directory only costs the next report a re-measurement.
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def energy_crosscheck(

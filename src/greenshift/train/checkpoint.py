@@ -6,9 +6,7 @@ truncated checkpoint behind, and read with ``weights_only=True`` so loading a fi
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,26 +14,10 @@ from typing import Any
 import torch
 
 from greenshift.errors import ConfigError
+from greenshift.fileio import atomic_torch_save
 
 CHECKPOINT_FORMAT = "greenshift-train-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` ``obj`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _torch_load(path: Path, what: str) -> Any:

@@ -1,0 +1,192 @@
+"""Write docs/results.md from the benchmark results in bench/results/*.json (no hand-typed figures).
+
+python scripts/results.py            # after `make bench` (or single bench/*.py runs)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    """One benchmark's JSON, or None when it has not been run."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    """Where and when the figures were measured, from whatever the benchmark recorded."""
+    machine = data.get("machine")
+    if isinstance(machine, dict):
+        return (
+            f"Measured on {machine.get('cores')} cores ({machine.get('cpu')}), torch {machine.get('torch')}, "
+            f"{machine.get('date')}, load average {machine.get('load_average', 0):.1f} at the end."
+        )
+    env = data.get("environment") or {}
+    torch_version = data.get("torch") or env.get("torch")
+    threads = data.get("threads") or env.get("threads")
+    return f"Measured with torch {torch_version}, {threads} threads, {data.get('machine') or env.get('processor')}."
+
+
+def shift_layers(d: dict[str, Any]) -> list[str]:
+    """Train-step and inference ratios of shifted vs float ResNet20."""
+    rows = [
+        "| variant | train step (s) | train ratio | inference (s) | inference ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for v in ("float", "Q", "PS"):
+        rows.append(
+            f"| {v} | {d['train_step_s'][v]:.3f} | {d['train_ratio'][v]:.3f} | "
+            f"{d['inference_s'][v]:.3f} | {d['inference_ratio'][v]:.3f} |"
+        )
+    memory = d.get("peak_memory_mb") or d.get("peak_rss_mb")
+    extra = [f"Peak memory (MB): {json.dumps(memory)}"] if memory else []
+    return [
+        f"ResNet20, batch {d['train_batch']} (train) / {d['inference_batch']} (inference), 32x32, "
+        f"{d['threads']} threads; medians of interleaved rounds. Targets: train <= 1.05x, inference <= 1.2x.",
+        "",
+        *rows,
+        "",
+        *extra,
+    ]
+
+
+def train_loop(d: dict[str, Any]) -> list[str]:
+    """Tensor-resident loop vs a DataLoader with per-sample augmentation."""
+    rows = [
+        "| model | greenshift s/epoch | DataLoader s/epoch | DataLoader / greenshift |",
+        "|---|---|---|---|",
+    ]
+    for name, r in d["results"].items():
+        rows.append(
+            f"| {name} | {r['greenshift_epoch_s']:.2f} | {r['dataloader_epoch_s']:.2f} | {r['dataloader_over_greenshift']:.2f} |"
+        )
+    return [
+        f"ResNet20, {d['images']} CIFAR-shaped images, batch {d['batch_size']}, {d['threads']} threads.",
+        "",
+        *rows,
+    ]
+
+
+def energy_meters(d: dict[str, Any]) -> list[str]:
+    """Repeatability and overhead of measured energy."""
+    rows = [
+        "| model | mean J/image | CV over repeats | meter time overhead |",
+        "|---|---|---|---|",
+    ]
+    for m in d["models"]:
+        rows.append(
+            f"| {m['model']} | {m['mean_j_per_image']:.3g} | {m['cv']:.1%} | {m['median_time_overhead_fraction']:.1%} |"
+        )
+    return [f"Meter: {d['meter_method']}.", "", *rows]
+
+
+def search_overhead(d: dict[str, Any]) -> list[str]:
+    """Share of search wall time outside trials."""
+    return [
+        f"{d['trials']} trials of {d['backbone']} on digits: wall {d['wall_s']:.1f} s, inside trials "
+        f"{d['inside_trials_s']:.1f} s, **overhead {d['overhead_share']:.1%}** (target <= {d['target']:.0%})."
+    ]
+
+
+def dask_scaling(d: dict[str, Any]) -> list[str]:
+    """Trials per hour with 1 vs 2 workers."""
+    return [
+        f"{d['trials']} trials of {d['backbone']}: 1 worker {d['trials_per_hour_1']:.0f} trials/h, 2 workers "
+        f"{d['trials_per_hour_2']:.0f} trials/h, **speed-up {d['speedup']:.2f}x** (target >= {d['target']}x)."
+    ]
+
+
+def curve_table(summary: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Median [min, max] hypervolume per fraction of the budget, one column per variant."""
+    names = list(summary)
+    rows = ["| budget fraction | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for i, point in enumerate(summary[names[0]]):
+        cells = [
+            f"{summary[n][i]['median']:.4g} [{summary[n][i]['min']:.4g}, {summary[n][i]['max']:.4g}]"
+            for n in names
+        ]
+        rows.append(f"| {point['fraction']:.2f} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def continue_promoted(d: dict[str, Any]) -> list[str]:
+    """Retrain vs continue promoted configurations."""
+    return [
+        f"{d['backbone']} on digits, {d['budget_epochs']} epochs per search, {d['seeds']} seeds; hypervolume "
+        "median [min, max]:",
+        "",
+        *curve_table(d["summary"]),
+        "",
+        f"continue / retrain at the full budget: **{d['ratio_continue_over_retrain']:.3f}** -> better: "
+        f"**{d['better']}**.",
+    ]
+
+
+def search_efficiency(d: dict[str, Any]) -> list[str]:
+    """smac vs smac-bo vs random at the same epoch budget."""
+    fraction = d.get("median_fraction")
+    reach = "not reached in every seed" if fraction is None else f"{fraction:.2f}"
+    return [
+        f"{d['backbone']} on digits, {d['budget_epochs']} epochs per search (max {d['max_epochs']} per trial), "
+        f"{d['seeds']} seeds; hypervolume median [min, max]:",
+        "",
+        *curve_table(d["summary"]),
+        "",
+        f"Budget fraction `smac` needs to reach `random`'s final hypervolume (median): **{reach}** (target <= 0.33); "
+        f"per seed: {d['smac_fraction_to_reach_random']}.",
+        "",
+        f"![hypervolume over epochs](../bench/results/{d['figure']})",
+    ]
+
+
+SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]]] = [
+    ("shift_layers", "Shift layer overhead", "python bench/shift_layers.py", shift_layers),
+    ("train_loop", "Training loop", "python bench/train_loop.py", train_loop),
+    ("energy_meters", "Energy meters", "python bench/energy_meters.py", energy_meters),
+    ("search_overhead", "Search overhead", "python bench/search_overhead.py", search_overhead),
+    ("dask_scaling", "Dask scaling", "python bench/dask_scaling.py", dask_scaling),
+    (
+        "continue_promoted",
+        "Continuing promoted configurations",
+        "python bench/continue_promoted.py",
+        continue_promoted,
+    ),
+    (
+        "search_efficiency",
+        "Search efficiency: smac vs smac-bo vs random",
+        "python bench/search_efficiency.py",
+        search_efficiency,
+    ),
+]
+
+
+def main() -> None:
+    """Write docs/results.md."""
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `python scripts/results.py` from `bench/results/*.json`, which `make bench` (or each",
+        "`bench/*.py`) writes. Benchmarks compare variants measured side by side in one run; the machine is",
+        "a shared 2-core VM, so ratios are the figures to read, and absolute times vary between runs.",
+        "",
+    ]
+    for name, title, command, render in SECTIONS:
+        data = load(name)
+        lines += [f"## {title}", "", f"`{command}`", ""]
+        if data is None:
+            lines += ["Not run yet.", ""]
+            continue
+        lines += [*render(data), "", machine_line(data), ""]
+    (ROOT / "docs" / "results.md").write_text("\n".join(lines))
+    print("written docs/results.md")
+
+
+if __name__ == "__main__":
+    main()
