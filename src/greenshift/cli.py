@@ -817,7 +817,7 @@ def _percent(value: float | None) -> str:
 def _config_value(config: Mapping[str, Any], key: str) -> str:
     if key == "activation_bits":
         integer, fraction = config.get("activation_integer_bits"), config.get("activation_fraction_bits")
-        return "-" if integer is None or fraction is None else f"{integer}.{fraction}"
+        return "-" if integer is None or fraction is None else f"{integer}+{fraction}"
     value = config.get(key)
     if value is None:
         return "-"
@@ -826,7 +826,7 @@ def _config_value(config: Mapping[str, Any], key: str) -> str:
     return str(value)
 
 
-#: The hyperparameters shown in front tables (``activation_bits`` is integer.fraction).
+#: The hyperparameters shown in front tables (``activation_bits`` is integer+fraction bits).
 KEY_HYPERPARAMETERS = ("shift_depth", "shift_type", "weight_bits", "activation_bits", "optimizer", "lr")
 
 
@@ -844,7 +844,7 @@ def _front_table(title: str, rows: Sequence[Any], objectives: Sequence[str], def
     for name in objectives:
         table.add_column(name, justify="right")
     for key in KEY_HYPERPARAMETERS:
-        table.add_column(key.replace("activation_bits", "act bits"), justify="right")
+        table.add_column(key.replace("activation_bits", "act bits (int+frac)"), justify="right")
     default_id = None if default is None else default.trial_id
 
     def add(row: Any) -> None:

@@ -455,9 +455,9 @@ class DSNNSearch:
     def _value_from_record(self, store: RunStore, record: TrialRecord) -> Any:
         """The SMAC trial value of a stored trial, identical whether told live or replayed on resume.
 
-        Only stored values are used (SMAC's runhistory keeps trial times too, so a replay that told
-        other times would steer SMAC elsewhere). Failed trials get the worst cost among the OK trials
-        that finished before them, so the replay sees the same costs as the live run.
+        Only stored values are used, so a replay tells SMAC exactly what the live run told it. Failed
+        trials get the worst cost among the OK trials that finished before them (not the worst of the
+        whole store, which would differ between the live run and a later replay).
         """
         from smac.runhistory import StatusType, TrialValue
 
