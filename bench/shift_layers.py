@@ -8,7 +8,9 @@ Measures, with ``torch.set_num_threads(2)``:
 
 Times of the three variants are interleaved (one measurement of each per round, the order rotating
 every round) so that load from other processes on a shared machine hits all variants alike; the
-median of the rounds is reported and turned into a ratio to float.
+median of the rounds is reported and turned into a ratio to float. Two further views help on a busy
+machine: the ratio of the minima (the least disturbed rounds) and the median of the per-round ratios
+(each variant against the float measurement of the same round).
 
 Peak memory is the resident-set high-water mark (``VmHWM`` of ``/proc/self/status``) of a fresh
 subprocess per variant and phase that builds the model, runs the phase (two training steps, so that
@@ -104,6 +106,17 @@ def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, warmup: i
     return times
 
 
+def _ratio_of_minima(times: dict[str, list[float]]) -> dict[str, float]:
+    return {v: min(t) / min(times["float"]) for v, t in times.items()}
+
+
+def _paired_ratio(times: dict[str, list[float]]) -> dict[str, float]:
+    return {
+        v: statistics.median([a / b for a, b in zip(t, times["float"], strict=True)])
+        for v, t in times.items()
+    }
+
+
 def peak_rss_mib(variant: str, phase: str) -> float:
     """Peak RSS of a fresh subprocess running ``phase`` ("build", "train" or "inference")."""
     out = subprocess.run(
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         return {}
 
     torch.set_num_threads(THREADS)
-    train_rounds, infer_rounds, warmup = (3, 2, 1) if args.quick else (15, 9, 2)
+    train_rounds, infer_rounds, warmup = (3, 2, 1) if args.quick else (21, 9, 2)
     memory = {
         v: {phase: peak_rss_mib(v, phase) for phase in ("build", "train", "inference")} for v in VARIANTS
     }
@@ -161,9 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     train = {v: statistics.median(t) for v, t in train_times.items()}
     infer = {v: statistics.median(t) for v, t in infer_times.items()}
 
-    # The minimum is the least disturbed measurement: a second view when the machine is busy.
-    train_min = {v: min(train_times[v]) / min(train_times["float"]) for v in VARIANTS}
-    infer_min = {v: min(infer_times[v]) / min(infer_times["float"]) for v in VARIANTS}
+    train_min = _ratio_of_minima(train_times)
+    infer_min = _ratio_of_minima(infer_times)
+    train_paired = _paired_ratio(train_times)
+    infer_paired = _paired_ratio(infer_times)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result: dict[str, object] = {
         "model": "resnet20",
@@ -178,6 +192,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
         "train_ratio_of_minima": train_min,
         "inference_ratio_of_minima": infer_min,
+        "train_paired_ratio": train_paired,
+        "inference_paired_ratio": infer_paired,
         "train_step_all_s": train_times,
         "inference_all_s": infer_times,
         "load_average_after": load,
@@ -188,12 +204,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "machine": platform.machine(),
     }
     print(f"ResNet20, {THREADS} threads, medians of interleaved rounds{' (quick)' if args.quick else ''}")
-    print("variant    train s  ratio  min-r    infer s  ratio  min-r    RSS MiB build/train/infer")
+    print("ratio: of medians; min: of minima; pair: median of per-round ratios")
+    print(
+        "variant    train s  ratio    min   pair    infer s  ratio    min   pair   RSS MiB build/train/infer"
+    )
     for v in VARIANTS:
         rss = "/".join(f"{memory[v][p]:.0f}" for p in ("build", "train", "inference"))
         print(
-            f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} {train_min[v]:6.3f} "
-            f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f}    {rss}"
+            f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} {train_min[v]:6.3f} {train_paired[v]:6.3f} "
+            f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f} {infer_paired[v]:6.3f}   {rss}"
         )
     print(f"load average after the run: {load}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

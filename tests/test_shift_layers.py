@@ -347,3 +347,56 @@ def test_shift_type_is_read_only() -> None:
     assert layer.shift_type == "PS" and layer.weight_shape == (2, 2)
     with pytest.raises(AttributeError):
         layer.shift_type = "Q"  # type: ignore[misc]
+
+
+def _grads(layer: ShiftLayer, x: torch.Tensor, upstream: torch.Tensor, generic: bool) -> list[torch.Tensor]:
+    layer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    out = ShiftLayer.forward(layer, x) if generic else layer(x)
+    out.backward(upstream)
+    return [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
+
+
+@given(conv_cases(), st.sampled_from(["Q", "PS"]), st.integers(0, 12))
+def test_conv_fast_path_matches_generic_autograd_path(case: dict, shift_type: str, frac_bits: int) -> None:
+    # ShiftConv2d on the CPU saves its input, not the rounded copy, and recomputes it for backward.
+    layer = ShiftConv2d(**case, shift_type=shift_type, act_fraction_bits=frac_bits, act_integer_bits=8)
+    x = torch.randn(2, case["in_channels"], 7, 6) * 3
+    upstream = torch.randn_like(layer(x))
+    fast = _grads(layer, x, upstream, generic=False)
+    generic = _grads(layer, x, upstream, generic=True)
+    assert torch.equal(fast[0], generic[0])
+    for a, b in zip(fast[1:], generic[1:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_survives_reuse_of_the_scratch_buffer() -> None:
+    # Two layers share the per-thread scratch buffer; each backward must recompute its own input.
+    first = ShiftConv2d(2, 3, 3, padding=1)
+    second = ShiftConv2d(3, 2, 3, padding=1)
+    x = torch.randn(2, 2, 5, 5) * 2
+    upstream = torch.randn(2, 2, 5, 5)
+    second(first(x)).backward(upstream)
+    fast = [p.grad.clone() for p in (*first.parameters(), *second.parameters())]
+    for p in (*first.parameters(), *second.parameters()):
+        p.grad = None
+    ShiftLayer.forward(second, ShiftLayer.forward(first, x)).backward(upstream)
+    for a, p in zip(fast, (*first.parameters(), *second.parameters()), strict=True):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_same_padding_and_inference_mode() -> None:
+    conv = nn.Conv2d(3, 4, 3, padding="same", bias=False)
+    layer = ShiftConv2d.from_float(conv, shift_type="Q", **SETTINGS).eval()
+    x = torch.randn(1, 3, 6, 6)
+    expected = F.conv2d(_fixed(x, layer), _reference_weight(layer), None, padding="same")
+    with torch.inference_mode():
+        assert torch.equal(layer(x), expected)
+    fast = ShiftConv2d.from_float(nn.Conv2d(3, 4, 3, padding=1), shift_type="PS", **SETTINGS).eval()
+    with torch.inference_mode():
+        inferred = fast(x)
+    with torch.no_grad():
+        assert torch.equal(fast(x), inferred)
+    fast.train()
+    fast(x).sum().backward()  # the scratch buffer made in inference mode is usable with autograd
+    assert fast.shift.grad is not None

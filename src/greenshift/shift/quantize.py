@@ -36,6 +36,7 @@ Gradients (straight-through estimators)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -160,11 +161,13 @@ def round_sign_shift(
     return torch.exp2(p).mul_(round_ternary(sign))
 
 
+@lru_cache(maxsize=16)
 def _significand_digits(dtype: torch.dtype) -> int:
     """Significand bits of a floating dtype, implicit leading one included (24 for float32)."""
     return 1 - math.frexp(torch.finfo(dtype).eps)[1] + 1
 
 
+@lru_cache(maxsize=256)
 def _max_representable_integer(exponent: int, dtype: torch.dtype) -> float:
     """Largest value of ``dtype`` that is an integer no greater than ``2**exponent - 1``."""
     digits = _significand_digits(dtype)
@@ -179,18 +182,18 @@ _TWO_OP_MIN_NUMEL = 4096
 _TWO_OP_MIN_LIMIT_EXPONENT = 4
 
 
-def _round_fixed_point_scaled(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
+def _round_fixed_point_scaled(
+    x: Tensor, integer_bits: int, fraction_bits: int, out: Tensor | None = None
+) -> Tensor:
     """General path: scale by ``2**f``, round to an integer, saturate, scale back (all exact)."""
     exponent = integer_bits - 1 + fraction_bits
     low, high = -(2.0**exponent), _max_representable_integer(exponent, x.dtype)
-    if fraction_bits == 0:
-        return torch.round(x).clamp_(low, high)
-    out = x.mul(2.0**fraction_bits)
+    out = torch.mul(x, 2.0**fraction_bits, out=out) if out is not None else x.mul(2.0**fraction_bits)
     out.round_().clamp_(low, high)
-    return out.mul_(2.0**-fraction_bits)
+    return out.mul_(2.0**-fraction_bits) if fraction_bits else out
 
 
-def _round_fixed_point_two_op(x: Tensor, fraction_bits: int) -> Tensor:
+def _round_fixed_point_two_op(x: Tensor, fraction_bits: int, out: Tensor | None = None) -> Tensor:
     """Exact only for ``|x| < 2**(digits - 2 - fraction_bits)`` and ``x`` inside the fixed-point range.
 
     ``c = 1.5 * 2**(digits - 1 - f)`` has unit in the last place ``2**-f`` and ``x + c`` stays in c's
@@ -198,31 +201,67 @@ def _round_fixed_point_two_op(x: Tensor, fraction_bits: int) -> Tensor:
     ``2**-f`` because ``c / 2**-f`` is even); subtracting ``c`` again is exact.
     """
     c = 1.5 * 2.0 ** (_significand_digits(x.dtype) - 1 - fraction_bits)
-    return x.add(c).sub_(c)
+    out = torch.add(x, c, out=out) if out is not None else x.add(c)
+    return out.sub_(c)
 
 
-def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int) -> Tensor:
-    """Round ``x`` to the signed fixed-point grid (nearest, half-to-even) and saturate; no autograd.
-
-    Scaling by ``2**fraction_bits`` is exact in floating point, so rounding the scaled value to an
-    integer is exactly rounding to the grid. Large CPU tensors whose values are all small enough
-    take an equally exact path of two elementwise operations (after a min/max check), which is
-    cheaper than the four of the general path; ``torch.fake_quantize_per_tensor_affine`` was slower
-    than both here, cannot take more than 32 bits and maps NaN to the lowest value. The two paths may
-    differ only in the sign of a zero.
-    """
+def _two_op_applies(x: Tensor, integer_bits: int, fraction_bits: int) -> bool:
+    """Whether :func:`_round_fixed_point_two_op` is exact for ``x`` and worth its min/max check."""
     limit_exponent = _significand_digits(x.dtype) - 2 - fraction_bits
     if (
-        x.device.type == "cpu"  # the check reads two values back: a device sync elsewhere
-        and x.numel() >= _TWO_OP_MIN_NUMEL
-        and limit_exponent >= _TWO_OP_MIN_LIMIT_EXPONENT
-        and x.dtype in (torch.float32, torch.float64)
+        x.device.type != "cpu"  # the check reads two values back: a device sync elsewhere
+        or x.numel() < _TWO_OP_MIN_NUMEL
+        or limit_exponent < _TWO_OP_MIN_LIMIT_EXPONENT
+        or x.dtype not in (torch.float32, torch.float64)
     ):
-        limit = min(2.0**limit_exponent, 2.0 ** (integer_bits - 1) - 2.0**-fraction_bits)
-        low, high = torch.aminmax(x)
-        if -limit < low.item() and high.item() < limit:  # False for NaN
-            return _round_fixed_point_two_op(x, fraction_bits)
-    return _round_fixed_point_scaled(x, integer_bits, fraction_bits)
+        return False
+    limit = min(2.0**limit_exponent, 2.0 ** (integer_bits - 1) - 2.0**-fraction_bits)
+    low, high = torch.aminmax(x)
+    return -limit < low.item() and high.item() < limit  # False for NaN
+
+
+def _round_fixed_point_by(
+    x: Tensor, integer_bits: int, fraction_bits: int, two_op: bool, out: Tensor | None = None
+) -> Tensor:
+    """Round on the path chosen by :func:`_two_op_applies` (known again when ``x`` is recomputed)."""
+    if two_op:
+        return _round_fixed_point_two_op(x, fraction_bits, out)
+    return _round_fixed_point_scaled(x, integer_bits, fraction_bits, out)
+
+
+def round_fixed_point(x: Tensor, integer_bits: int, fraction_bits: int, out: Tensor | None = None) -> Tensor:
+    """Round ``x`` to the signed fixed-point grid (nearest, half-to-even) and saturate; no autograd.
+
+    ``out``, if given, is a contiguous tensor of ``x``'s shape and dtype that receives the result
+    (it must not overlap ``x``). Scaling by ``2**fraction_bits`` is exact in floating point, so
+    rounding the scaled value to an integer is exactly rounding to the grid. Large CPU tensors whose
+    values are all small enough take an equally exact path of two elementwise operations (after a
+    min/max check), cheaper than the four of the general path; ``torch.fake_quantize_per_tensor_affine``
+    was slower than both here, cannot take more than 32 bits and maps NaN to the lowest value. The
+    two paths may differ only in the sign of a zero.
+    """
+    two_op = _two_op_applies(x, integer_bits, fraction_bits)
+    return _round_fixed_point_by(x, integer_bits, fraction_bits, two_op, out)
+
+
+# Weights are small: ATen would split an elementwise op over threads from 32768 elements on, and on a
+# busy machine each such split waits for a descheduled thread. Weight rounding is therefore run in
+# chunks below that size, which keeps every operation on the calling thread.
+_SERIAL_CHUNK = 16384
+
+
+def _on_calling_thread(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    """``fn(*tensors)`` for an elementwise ``fn`` of same-shaped tensors, computed chunk by chunk."""
+    first = tensors[0]
+    if first.device.type != "cpu" or first.numel() <= _SERIAL_CHUNK or torch.get_num_threads() == 1:
+        return fn(*tensors)
+    flat = [t.reshape(-1) for t in tensors]
+    out = torch.empty(first.shape, dtype=first.dtype, device=first.device)
+    out_flat = out.view(-1)
+    for start in range(0, first.numel(), _SERIAL_CHUNK):
+        stop = start + _SERIAL_CHUNK
+        out_flat[start:stop].copy_(fn(*(t[start:stop] for t in flat)))
+    return out
 
 
 class _PowerOfTwoSTE(torch.autograd.Function):
@@ -232,7 +271,9 @@ class _PowerOfTwoSTE(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, weight: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
     ) -> Tensor:
-        return round_power_of_two(weight, p_min, p_max, stochastic, generator)
+        return _on_calling_thread(
+            lambda w: round_power_of_two(w, p_min, p_max, stochastic, generator), weight
+        )
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
@@ -246,7 +287,9 @@ class _SignShiftSTE(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, sign: Tensor, shift: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
     ) -> Tensor:
-        weight = round_sign_shift(sign, shift, p_min, p_max, stochastic, generator)
+        weight = _on_calling_thread(
+            lambda s, p: round_sign_shift(s, p, p_min, p_max, stochastic, generator), sign, shift
+        )
         ctx.save_for_backward(weight)
         return weight
 
@@ -254,7 +297,8 @@ class _SignShiftSTE(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (weight,) = ctx.saved_tensors
         # d(s * 2**p)/dp = ln2 * s * 2**p; the sign gets the weight's gradient unscaled (STE).
-        return grad, grad * weight * _LN2, None, None, None, None
+        grad_shift = _on_calling_thread(lambda g, w: (g * w).mul_(_LN2), grad, weight)
+        return grad, grad_shift, None, None, None, None
 
 
 class _FixedPointSTE(torch.autograd.Function):
