@@ -101,7 +101,9 @@ def main() -> None:
     timings: dict[str, list[float]] = {}
     for backbone in args.backbones:
         for seed in args.seeds:
-            out = Path(args.runs) / f"{backbone}-seed{seed}"  # as typed: the commands run from the repository root
+            out = (
+                Path(args.runs) / f"{backbone}-seed{seed}"
+            )  # as typed: the commands run from the repository root
             search = search_command(backbone, seed, args, out)
             report = ["greenshift", "report", str(out), "--json"]
             start = time.perf_counter()
