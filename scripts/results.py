@@ -90,8 +90,9 @@ def energy_meters(d: dict[str, Any]) -> list[str]:
 def search_overhead(d: dict[str, Any]) -> list[str]:
     """Share of search wall time outside trials."""
     return [
-        f"{d['trials']} trials of {d['backbone']} on digits: wall {d['wall_s']:.1f} s, inside trials "
-        f"{d['inside_trials_s']:.1f} s, **overhead {d['overhead_share']:.1%}** (target <= {d['target']:.0%})."
+        f"{d['trials']} trials of {d['backbone']} on digits: wall {d['wall_s']:.1f} s (start-up {d['startup_s']:.1f} s), "
+        f"search loop {d['loop_s']:.1f} s, inside trials {d['inside_trials_s']:.1f} s: **loop overhead "
+        f"{d['loop_overhead_share']:.1%}** (target <= {d['target']:.0%}), whole call {d['overhead_share']:.1%}."
     ]
 
 
@@ -99,7 +100,9 @@ def dask_scaling(d: dict[str, Any]) -> list[str]:
     """Trials per hour with 1 vs 2 workers."""
     return [
         f"{d['trials']} trials of {d['backbone']}: 1 worker {d['trials_per_hour_1']:.0f} trials/h, 2 workers "
-        f"{d['trials_per_hour_2']:.0f} trials/h, **speed-up {d['speedup']:.2f}x** (target >= {d['target']}x)."
+        f"{d['trials_per_hour_2']:.0f} trials/h, **speed-up {d['speedup']:.2f}x** (target >= {d['target']}x). "
+        f"Ceiling of this machine measured in the same run: two single-thread processes at once do "
+        f"{d.get('parallel_ceiling', float('nan')):.2f}x the work of one."
     ]
 
 

@@ -19,7 +19,7 @@ from greenshift.errors import ConfigError, StoreError
 from greenshift.search import DSNNSearch, SearchSettings, build_space
 from greenshift.search.facade import FINAL_STATUSES, budget_to_epochs
 from greenshift.store import RunStore, TrialStatus
-from greenshift.testing import SyntheticTrial
+from greenshift.testing import SyntheticTrial, WorkerKillingTrial
 
 
 def make_settings(out: Path, **overrides) -> SearchSettings:
@@ -130,7 +130,7 @@ def _search_script(out: Path, sleep_s: float) -> str:
     return textwrap.dedent(
         f"""
         from greenshift.search import DSNNSearch, SearchSettings
-        from greenshift.testing import SyntheticTrial
+        from greenshift.testing import SyntheticTrial, WorkerKillingTrial
         settings = SearchSettings(dataset="digits", backbone="resnet20", out={str(out)!r}, trials=14,
                                   min_epochs=1, max_epochs=9, seed=5)
         DSNNSearch(settings, trial_function=SyntheticTrial(sleep_s={sleep_s})).run()
@@ -175,6 +175,24 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     )
     reference = [r for r in RunStore.open(reference_dir).trials() if r.status in FINAL_STATUSES]
     assert sorted(keys) == sorted((r.config_key, r.budget_epochs, r.seed) for r in reference)
+
+
+@pytest.mark.parametrize("continue_promoted", [False, True])
+def test_multi_objective_hyperband_never_trips_over_smac_incumbents(tmp_path, continue_promoted):
+    # SMAC3 issue 1050: with two objectives and budgets, SMAC's own incumbent update asserts on an empty
+    # key set in exactly this search (seed 0, a diverging optimizer); greenshift's front comes from its
+    # store, so the search must finish and report a front.
+    result = run(
+        tmp_path / "run",
+        trial=SyntheticTrial(diverge_when={"optimizer": "adadelta"}),
+        backbone="small_cnn",
+        seed=0,
+        trials=10_000,
+        max_total_epochs=45,
+        continue_promoted=continue_promoted,
+    )
+    assert "max-total-epochs" in result.stop_reason
+    assert len(result.completed) >= 10 and result.pareto
 
 
 def test_total_epoch_budget_limits_the_search(tmp_path):
@@ -275,3 +293,50 @@ class CountingTrial(SyntheticTrial):
     def __call__(self, *args, **kwargs):
         self.calls += 1
         return super().__call__(*args, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_worker_dying_mid_trial_is_recorded_and_the_run_goes_on(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    # Dask retries a task whose worker died on another worker, then gives up: the trial is recorded as
+    # crashed instead of the error ending the whole search.
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        search = DSNNSearch(
+            make_settings(tmp_path / "run", trials=10, optimizer="random"),
+            trial_function=WorkerKillingTrial(kill_when={"optimizer": "adagrad"}),
+            dask_client=client,
+        )
+        result = search.run()
+    assert len(result.completed) == 10
+    lost = [t for t in result.trials if t.status == TrialStatus.CRASHED]
+    assert lost and all("worker lost" in t.error for t in lost)
+    assert all(t.config["optimizer"] == "adagrad" for t in lost)
+
+
+def test_ctrl_c_stops_after_the_running_trial_and_records_everything(tmp_path):
+    out = tmp_path / "run"
+    script = textwrap.dedent(
+        f"""
+        from greenshift.search import DSNNSearch, SearchSettings
+        from greenshift.testing import SyntheticTrial
+        settings = SearchSettings(dataset="digits", backbone="resnet20", out={str(out)!r}, trials=500,
+                                  min_epochs=1, max_epochs=9, seed=1)
+        result = DSNNSearch(settings, trial_function=SyntheticTrial(sleep_s=0.1)).run()
+        print("STOPPED:", result.stop_reason)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _finished_count(out) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "STOPPED: stopped by the user" in stdout
+    records = RunStore.open(out).trials()
+    assert 4 <= len(records) < 500
+    assert all(r.status in FINAL_STATUSES for r in records), "no trial may be left running"

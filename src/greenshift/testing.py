@@ -81,3 +81,29 @@ def _matches(value: Any, target: Any) -> bool:
     if isinstance(target, (list, tuple, set)):
         return value in target
     return value == target
+
+
+class WorkerKillingTrial(SyntheticTrial):
+    """A synthetic trial that kills its whole process for configurations matching ``kill_when``.
+
+    Used to test that a search survives a Dask worker dying mid-trial.
+    """
+
+    def __init__(self, *, kill_when: Mapping[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.kill_when = dict(kill_when)
+
+    def __call__(
+        self,
+        settings: TrialSettings,
+        values: Mapping[str, Any],
+        budget_epochs: int,
+        seed: int,
+        config_key: str,
+    ) -> dict[str, Any]:
+        """Like :class:`SyntheticTrial`, but ``os._exit`` for matching configurations."""
+        import os
+
+        if any(_matches(values.get(k), v) for k, v in self.kill_when.items()):
+            os._exit(17)
+        return super().__call__(settings, values, budget_epochs, seed, config_key)

@@ -186,7 +186,7 @@ def plot_pareto(report: ReportData, path: Path) -> Path:
     """All OK trials coloured and shaped by budget, the front as a step line, default and knee labelled."""
     plt = _pyplot()
     x_name, y_name = _axes_names(report.objective_names)
-    fig, ax = plt.subplots(figsize=(7.5, 5.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.8, 5.2), dpi=120)
 
     def xy(entries: Sequence[Entry]) -> tuple[list[float], list[float]]:
         xs = [float(e.objectives[x_name]) if x_name else float(e.trial_id) for e in entries]
@@ -252,7 +252,7 @@ def plot_pareto(report: ReportData, path: Path) -> Path:
     ax.set_title(" — ".join(filter(None, ["Pareto front", _title(report)])) + extra, fontsize=10)
     ax.grid(True, alpha=0.3)
     if report.trials:
-        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never hides a point
     else:
         ax.text(0.5, 0.5, "no completed trials", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
