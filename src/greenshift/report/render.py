@@ -252,7 +252,9 @@ def plot_pareto(report: ReportData, path: Path) -> Path:
     ax.set_title(" — ".join(filter(None, ["Pareto front", _title(report)])) + extra, fontsize=10)
     ax.grid(True, alpha=0.3)
     if report.trials:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # never hides a point
+        ax.legend(
+            fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0
+        )  # never hides a point
     else:
         ax.text(0.5, 0.5, "no completed trials", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
