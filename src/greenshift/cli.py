@@ -81,7 +81,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "set": {},
     "range": {},
     "space": None,
-    "continue_promoted": False,
+    "continue_promoted": True,
     "keep_models": "pareto",
     "trial_timeout": None,
     "energy_table": None,
@@ -413,9 +413,9 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--continue-promoted",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="continue promoted configurations from their checkpoint instead of retraining them",
+        help="continue promoted configurations from their checkpoint (default) instead of retraining them",
     )
     p.add_argument(
         "--keep-models",

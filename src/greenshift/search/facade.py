@@ -72,7 +72,9 @@ class SearchSettings:
     ranges: Mapping[str, Any] = field(default_factory=dict)
     space_file: str | None = None
     objective_weights: tuple[float, ...] | None = None
-    continue_promoted: bool = False
+    # Measured in bench/continue_promoted.py (docs/results.md): continuing never fell behind retraining
+    # in hypervolume over consumed epochs and reached the same fronts sooner, so it is the default.
+    continue_promoted: bool = True
     keep_models: str = "pareto"
     trial_timeout_s: float | None = None
     energy_table: str | None = None
