@@ -64,7 +64,7 @@ def main() -> None:
             curve = hypervolume_curve(result, reference)
             table[mode].append([hypervolume_at(curve, f * budget) for f in FRACTIONS])
             print(
-                f"seed {seed} {mode:8s} trials {len(result.completed):3d} HV@budget {table[mode][-1][-1]:.4f}"
+                f"seed {seed} {mode:8s} trials {len(result.completed):3d} HV@budget {table[mode][-1][-1]:.4g}"
             )
     print(f"\nhypervolume at a fraction of {budget} epochs, median [min, max] over {seeds} seeds")
     print("fraction  " + "  ".join(f"{mode:>26s}" for mode in table))
@@ -81,7 +81,7 @@ def main() -> None:
                     "max": max(values),
                 }
             )
-            cells.append(f"{statistics.median(values):.4f} [{min(values):.4f}, {max(values):.4f}]")
+            cells.append(f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]")
         print(f"{fraction:8.2f}  " + "  ".join(f"{c:>26s}" for c in cells))
     final = {mode: summary[mode][-1]["median"] for mode in summary}
     better = max(final, key=final.get)

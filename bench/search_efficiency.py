@@ -74,7 +74,7 @@ def main() -> None:
             curves[name].append(hypervolume_curve(result, reference))
         random_final = hypervolume_at(curves["random"][-1], budget)
         reach.append(fraction_to_reach(curves["smac"][-1], random_final, budget))
-        finals = "  ".join(f"{n} {hypervolume_at(curves[n][-1], budget):.4f}" for n in OPTIMIZERS)
+        finals = "  ".join(f"{n} {hypervolume_at(curves[n][-1], budget):.4g}" for n in OPTIMIZERS)
         print(f"seed {seed}: final HV  {finals}  smac reaches random's final at {reach[-1]}")
     summary: dict[str, list[dict[str, float]]] = {}
     print(
@@ -93,7 +93,7 @@ def main() -> None:
                     "max": max(values),
                 }
             )
-            cells.append(f"{statistics.median(values):.4f} [{min(values):.4f}, {max(values):.4f}]")
+            cells.append(f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]")
         print(f"{fraction:8.2f} " + "".join(f"{c:>28s}" for c in cells))
     reached = [r for r in reach if r is not None]
     median_reach = statistics.median(reached) if len(reached) == len(reach) else None
