@@ -84,9 +84,19 @@ def main() -> None:
             cells.append(f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]")
         print(f"{fraction:8.2f}  " + "  ".join(f"{c:>26s}" for c in cells))
     final = {mode: summary[mode][-1]["median"] for mode in summary}
-    better = max(final, key=final.get)
+    # Over the whole budget: the mean of the median hypervolume at the budget fractions (an area).
+    area = {mode: statistics.fmean(point["median"] for point in summary[mode]) for mode in summary}
+    if final["continue"] != final["retrain"]:
+        better, decided_by = max(final, key=final.get), "median hypervolume at the full budget"
+    elif area["continue"] != area["retrain"]:
+        better, decided_by = max(area, key=area.get), "tie at the full budget; hypervolume over the budget"
+    else:
+        better, decided_by = "tie", "equal at every budget fraction"
     ratio = final["continue"] / final["retrain"] if final["retrain"] > 0 else float("inf")
-    print(f"continue / retrain median HV at the full budget: {ratio:.3f} -> better: {better}")
+    print(
+        f"continue / retrain median HV at the full budget: {ratio:.3f}; over the budget: "
+        f"{area['continue'] / area['retrain']:.3f} -> better: {better} ({decided_by})"
+    )
     path = write_result(
         "continue_promoted",
         {
@@ -96,6 +106,8 @@ def main() -> None:
             "summary": summary,
             "per_seed": table,
             "better": better,
+            "decided_by": decided_by,
+            "area": area,
             "ratio_continue_over_retrain": ratio,
         },
     )

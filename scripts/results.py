@@ -128,7 +128,7 @@ def continue_promoted(d: dict[str, Any]) -> list[str]:
         *curve_table(d["summary"]),
         "",
         f"continue / retrain at the full budget: **{d['ratio_continue_over_retrain']:.3f}** -> better: "
-        f"**{d['better']}**.",
+        f"**{d['better']}** ({d.get('decided_by', 'median hypervolume at the full budget')}).",
     ]
 
 
