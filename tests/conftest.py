@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-# Tests run on 2 shared cores: one thread per process avoids oversubscription when xdist is used.
+# Tests run on 2 shared cores next to Dask workers and subprocesses: one torch thread per process avoids oversubscription.
 torch.set_num_threads(1)
 
 
