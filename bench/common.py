@@ -72,3 +72,19 @@ def common_reference(results: list[Any]) -> Any:
         for name, value in result.default.objectives.items():
             baseline[name] = max(baseline.get(name, 0.0), value)
     return reference_point_for(list(results[0].objectives), baseline)
+
+
+def search_in_tempdir(**settings: Any) -> tuple[Any, float]:
+    """Run one search in a throw-away run directory; return its SearchResult and wall seconds."""
+    import shutil
+    import tempfile
+
+    from greenshift.search import DSNNSearch, SearchSettings
+
+    out = tempfile.mkdtemp(prefix="gs-bench-")
+    try:
+        start = time.perf_counter()
+        result = DSNNSearch(SearchSettings(dataset="digits", out=out, device="cpu", **settings)).run()
+        return result, time.perf_counter() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

@@ -10,37 +10,27 @@ seeds) for each mode, side by side, and which mode is better at the full budget.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 
-from common import common_reference, hypervolume_at, hypervolume_curve, write_result
-from greenshift.search import DSNNSearch, SearchSettings
+from common import common_reference, hypervolume_at, hypervolume_curve, search_in_tempdir, write_result
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 def run_mode(continue_promoted: bool, seed: int, budget: int, backbone: str) -> object:
     """One search in one mode; returns its SearchResult."""
-    out = tempfile.mkdtemp(prefix="gs-continue-")
-    try:
-        settings = SearchSettings(
-            dataset="digits",
-            backbone=backbone,
-            out=out,
-            trials=10_000,
-            min_epochs=1,
-            max_epochs=9,
-            eta=3,
-            seed=seed,
-            max_total_epochs=budget,
-            continue_promoted=continue_promoted,
-            keep_models="none",
-            device="cpu",
-        )
-        return DSNNSearch(settings).run()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, _ = search_in_tempdir(
+        backbone=backbone,
+        trials=10_000,
+        min_epochs=1,
+        max_epochs=9,
+        eta=3,
+        seed=seed,
+        max_total_epochs=budget,
+        continue_promoted=continue_promoted,
+        keep_models="none",
+    )
+    return result
 
 
 def main() -> None:

@@ -10,35 +10,22 @@ end); the one-time start-up (cluster, imports, data) is printed separately. Targ
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 
-from common import write_result
-from greenshift.search import DSNNSearch, SearchSettings
+from common import search_in_tempdir, write_result
 
 
 def trials_per_hour(workers: int, trials: int, backbone: str, epochs: int) -> tuple[float, float, float]:
     """Run a search with ``workers``; return (trials per hour over the loop, loop seconds, start-up seconds)."""
-    out = tempfile.mkdtemp(prefix=f"gs-dask{workers}-")
-    try:
-        settings = SearchSettings(
-            dataset="digits",
-            backbone=backbone,
-            out=out,
-            trials=trials,
-            optimizer="random",
-            min_epochs=epochs,
-            max_epochs=epochs,
-            seed=0,
-            workers=workers,
-            device="cpu",
-        )
-        start = time.time()
-        result = DSNNSearch(settings).run()
-        wall_s = time.time() - start
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, wall_s = search_in_tempdir(
+        backbone=backbone,
+        trials=trials,
+        optimizer="random",
+        min_epochs=epochs,
+        max_epochs=epochs,
+        seed=0,
+        workers=workers,
+    )
     loop_s = max(t.finished_at for t in result.completed) - min(t.started_at for t in result.completed)
     return len(result.completed) / loop_s * 3600, loop_s, wall_s - loop_s
 

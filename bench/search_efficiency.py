@@ -12,12 +12,16 @@ bench/results/search_efficiency.json and a figure bench/results/search_efficienc
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 
-from common import RESULTS, common_reference, hypervolume_at, hypervolume_curve, write_result
-from greenshift.search import DSNNSearch, SearchSettings
+from common import (
+    RESULTS,
+    common_reference,
+    hypervolume_at,
+    hypervolume_curve,
+    search_in_tempdir,
+    write_result,
+)
 
 OPTIMIZERS = ("smac", "smac-bo", "random")
 FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
@@ -25,25 +29,18 @@ FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
 
 def run_one(optimizer: str, seed: int, budget: int, backbone: str, max_epochs: int) -> object:
     """One search; returns its SearchResult."""
-    out = tempfile.mkdtemp(prefix=f"gs-{optimizer}-")
-    try:
-        settings = SearchSettings(
-            dataset="digits",
-            backbone=backbone,
-            out=out,
-            optimizer=optimizer,
-            trials=10_000,
-            min_epochs=1,
-            max_epochs=max_epochs,
-            eta=3,
-            seed=seed,
-            max_total_epochs=budget,
-            keep_models="none",
-            device="cpu",
-        )
-        return DSNNSearch(settings).run()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, _ = search_in_tempdir(
+        backbone=backbone,
+        optimizer=optimizer,
+        trials=10_000,
+        min_epochs=1,
+        max_epochs=max_epochs,
+        eta=3,
+        seed=seed,
+        max_total_epochs=budget,
+        keep_models="none",
+    )
+    return result
 
 
 def fraction_to_reach(curve: list[tuple[float, float]], target: float, budget: float) -> float | None:

@@ -11,12 +11,8 @@ scheduling per trial). Target: loop overhead <= 5 % for 50 trials.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-import time
 
-from common import write_result
-from greenshift.search import DSNNSearch, SearchSettings
+from common import search_in_tempdir, write_result
 
 
 def main() -> None:
@@ -27,23 +23,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="12 trials, for a smoke run")
     args = parser.parse_args()
     trials = 12 if args.quick else args.trials
-    out = tempfile.mkdtemp(prefix="gs-overhead-")
-    try:
-        settings = SearchSettings(
-            dataset="digits",
-            backbone=args.backbone,
-            out=out,
-            trials=trials,
-            min_epochs=1,
-            max_epochs=3,
-            seed=0,
-            device="cpu",
-        )
-        start = time.perf_counter()
-        result = DSNNSearch(settings).run()
-        wall_s = time.perf_counter() - start
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    result, wall_s = search_in_tempdir(
+        backbone=args.backbone, trials=trials, min_epochs=1, max_epochs=3, seed=0
+    )
     in_trials_s = sum(t.duration_s or 0.0 for t in result.completed)
     loop_s = max(t.finished_at for t in result.completed) - min(t.started_at for t in result.completed)
     overhead = 1 - in_trials_s / wall_s
