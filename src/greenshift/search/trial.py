@@ -234,15 +234,14 @@ def _train_and_evaluate(
 
 def _checkpoint_epoch(path: Path) -> int:
     """Epochs already trained in a continuation checkpoint (0 if there is none or it is unreadable)."""
-    import torch
+    from greenshift.train import load_checkpoint
 
     if not path.is_file():
         return 0
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a checkpoint cut short by a kill is simply not used
+        return int(load_checkpoint(path).get("epoch", 0))
+    except GreenshiftError:  # a checkpoint cut short by a kill is simply not used
         return 0
-    return int(state.get("epoch", 0)) if isinstance(state, dict) else 0
 
 
 def _save_model(
