@@ -141,6 +141,20 @@ TRAIN = ["train", "--dataset", "digits", "--epochs", "1"]
         ([*TRAIN, "--backbone", "tiny_cnn", "--set", "weight_bits"], "--set expects key=value"),
         ([*TRAIN, "--backbone", "tiny_cnn", "--epochs", "x"], "invalid int value"),
         ([*TRAIN], "--backbone is required"),
+        (
+            [
+                "search",
+                "--dataset",
+                "digits",
+                "--backbone",
+                "tiny_cnn",
+                "--out",
+                "unused",
+                "--threads-per-trial",
+                "0",
+            ],
+            "--threads-per-trial must be at least 1, got 0",
+        ),
     ],
 )
 def test_bad_values_exit_2_with_one_line(capsys, cache_dir, argv, expected):

@@ -359,7 +359,8 @@ def _grads(layer: ShiftLayer, x: torch.Tensor, upstream: torch.Tensor, generic: 
 
 @given(conv_cases(), st.sampled_from(["Q", "PS"]), st.integers(0, 12))
 def test_conv_fast_path_matches_generic_autograd_path(case: dict, shift_type: str, frac_bits: int) -> None:
-    # ShiftConv2d on the CPU saves its input, not the rounded copy, and recomputes it for backward.
+    # ShiftConv2d on the CPU is one autograd node that rounds weight, bias and input itself, saves the
+    # input, not the rounded copy, and recomputes it for backward: the same values and gradients.
     layer = ShiftConv2d(**case, shift_type=shift_type, act_fraction_bits=frac_bits, act_integer_bits=8)
     x = torch.randn(2, case["in_channels"], 7, 6) * 3
     upstream = torch.randn_like(layer(x))

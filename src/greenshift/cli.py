@@ -76,6 +76,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "max_total_epochs": None,
     "workers": 1,
     "scheduler": None,
+    "threads_per_trial": None,
     "seed": 0,
     "device": "auto",
     "set": {},
@@ -398,6 +399,12 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
     parallel.add_argument(
         "--scheduler", metavar="ADDR", help="address of an existing Dask scheduler (tcp://host:8786)"
     )
+    p.add_argument(
+        "--threads-per-trial",
+        type=int,
+        metavar="N",
+        help="torch threads of each trial (default: the cores of a machine split between its workers)",
+    )
     p.add_argument("--seed", type=int, metavar="S", help=f"random seed of the search (default: {d['seed']})")
     p.add_argument("--device", metavar="auto|cpu|cuda", help=f"device of the trials (default: {d['device']})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
@@ -661,6 +668,7 @@ _SEARCH_TYPES: dict[str, Callable[[str, Any, str], Any]] = {
     "max_total_epochs": _to_int,
     "workers": _to_int,
     "scheduler": _to_str,
+    "threads_per_trial": _to_int,
     "seed": _to_int,
     "device": _to_str,
     "set": _to_assignments,

@@ -12,6 +12,7 @@ when the replay asks for them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -37,9 +38,12 @@ from greenshift.search.trial import (
     OK,
     TIMEOUT,
     TrialSettings,
+    prepare_worker,
     run_trial,
 )
 from greenshift.store import RunStore, TrialRecord, TrialStatus, config_key
+
+logger = logging.getLogger(__name__)
 
 FINAL_STATUSES = (TrialStatus.OK, TrialStatus.CRASHED, TrialStatus.DIVERGED, TrialStatus.TIMEOUT)
 DEFAULT_OBJECTIVES = ("loss", "energy_model_j")
@@ -64,6 +68,7 @@ class SearchSettings:
     seed: int = 0
     workers: int = 1
     scheduler: str | None = None
+    threads_per_trial: int | None = None
     device: str = "auto"
     data_dir: str | None = None
     image_size: int | None = None
@@ -99,6 +104,8 @@ class SearchSettings:
             raise ConfigError(f"--eta must be at least 2, got {self.eta}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.threads_per_trial is not None and self.threads_per_trial < 1:
+            raise ConfigError(f"--threads-per-trial must be at least 1, got {self.threads_per_trial}")
         if self.workers > 1 and self.scheduler:
             raise ConfigError(
                 "give either --workers (a local cluster) or --scheduler (an existing one), not both"
@@ -246,10 +253,17 @@ class DSNNSearch:
         )
 
     def get_threads_per_worker(self) -> int | None:
-        """Torch threads per trial: the machine's cores split between local workers."""
-        if self.settings.workers <= 1 and not self.settings.scheduler:
+        """Torch threads per trial: ``--threads-per-trial``, else the cores split between local workers.
+
+        None leaves the choice to where the trial runs: torch's default in process, and on the workers
+        of an existing cluster their own host's cores split between the workers on that host.
+        """
+        s = self.settings
+        if s.threads_per_trial is not None:
+            return s.threads_per_trial
+        if s.scheduler or s.workers <= 1:
             return None
-        return max(1, (os.cpu_count() or 1) // max(1, self.settings.workers))
+        return max(1, (os.cpu_count() or 1) // s.workers)
 
     def get_dask_client(self) -> Any | None:
         """A client for ``--scheduler``, a local cluster for ``--workers N > 1``, or None (in process)."""
@@ -268,9 +282,15 @@ class DSNNSearch:
             except OSError as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {s.scheduler}: {exc}") from None
             return self._dask_client
-        self._own_cluster = LocalCluster(
-            n_workers=s.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
+        import dask
+
+        # Dask's nanny exports MALLOC_TRIM_THRESHOLD_ to its workers; setting it at all switches off
+        # glibc's adaptive mmap threshold, so every large tensor is mmapped and page-faulted afresh,
+        # which made trials twice as slow as in process (bench/dask_scaling.py). None leaves it out.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            self._own_cluster = LocalCluster(
+                n_workers=s.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         self._dask_client = Client(self._own_cluster)
         return self._dask_client
 
@@ -369,7 +389,10 @@ class DSNNSearch:
             verbose=s.verbose,
         )
         client = self.get_dask_client()
-        target = SmacTarget(self.get_trial_settings(fixed_extra), self.trial_function)
+        trial_settings = self.get_trial_settings(fixed_extra)
+        if client is not None and self.trial_function is run_trial:
+            _prepare_workers(client, trial_settings)
+        target = SmacTarget(trial_settings, self.trial_function)
         runner = make_runner(scenario, target, client)
         capacity = _worker_capacity(runner, s.workers)
         started = time.time()
@@ -577,6 +600,17 @@ class DSNNSearch:
             self._own_cluster.close()
             self._own_cluster = None
             self._dask_client = None
+
+
+def _prepare_workers(client: Any, trial_settings: TrialSettings) -> None:
+    """Import torch and load the data set on every worker at once, before the first trial arrives.
+
+    A failure here is left for the trials to meet and record with their own error.
+    """
+    try:
+        client.run(prepare_worker, trial_settings)
+    except Exception as exc:  # the trials meet and report the same problem one by one
+        logger.debug("preparing the workers failed: %s", exc)
 
 
 def _worker_capacity(runner: Any, workers: int) -> int:

@@ -7,6 +7,7 @@ recorded by the search, which goes on.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -80,6 +81,14 @@ def _dataset_for(settings: TrialSettings, device: Any) -> Any:
     return _DATASETS[key]
 
 
+def prepare_worker(settings: TrialSettings) -> None:
+    """Load what every trial of ``settings`` needs (torch, the training code, the data set) in this process."""
+    from greenshift.objectives import evaluate  # noqa: F401 - imported for its import cost
+    from greenshift.train import train  # noqa: F401
+
+    _dataset_for(settings, worker_device(settings))
+
+
 def worker_device(settings: TrialSettings) -> Any:
     """The torch device of this worker: one GPU per Dask worker on multi-GPU machines."""
     import torch
@@ -105,6 +114,24 @@ def _worker_index() -> int | None:
         return int(str(name).rsplit("-", 1)[-1])
     except ValueError:
         return None
+
+
+@functools.cache
+def _host_thread_share() -> int | None:
+    """In a worker of an existing Dask cluster: this host's cores split between its Dask workers.
+
+    Dask starts workers with OMP_NUM_THREADS=1, so without this a trial would use one core of a
+    many-core host. Asked once per worker process; None outside Dask.
+    """
+    try:
+        from distributed import get_client, get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    workers = get_client().scheduler_info()["workers"].values()
+    on_this_host = sum(1 for info in workers if info.get("host") == worker.ip) or 1
+    return max(1, (os.cpu_count() or 1) // on_this_host)
 
 
 def run_trial(
@@ -157,8 +184,9 @@ def _train_and_evaluate(
     from greenshift.search.space import config_from_values
     from greenshift.train import train
 
-    if settings.threads_per_worker:
-        torch.set_num_threads(settings.threads_per_worker)
+    threads = settings.threads_per_worker or _host_thread_share()
+    if threads:
+        torch.set_num_threads(threads)
     config = config_from_values(values, settings.fixed_extra)
     device = worker_device(settings)
     dataset = _dataset_for(settings, device)

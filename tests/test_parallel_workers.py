@@ -1,0 +1,93 @@
+"""How trials are placed on Dask workers: torch threads, worker preparation and the workers' malloc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from greenshift.errors import ConfigError
+from greenshift.search import DSNNSearch, SearchSettings
+from greenshift.search import trial as trial_module
+
+
+def settings(tmp_path, **overrides) -> SearchSettings:
+    values = dict(dataset="digits", backbone="small_cnn", out=str(tmp_path / "run"), trials=4, max_epochs=3)
+    values.update(overrides)
+    return SearchSettings(**values)
+
+
+def test_threads_per_trial_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match="--threads-per-trial must be at least 1, got 0"):
+        settings(tmp_path, threads_per_trial=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, None),  # in process: torch's own default
+        ({"threads_per_trial": 3}, 3),
+        ({"workers": 2}, max(1, (os.cpu_count() or 1) // 2)),
+        ({"workers": 2, "threads_per_trial": 1}, 1),
+        ({"scheduler": "tcp://127.0.0.1:1"}, None),  # decided on the worker's own host
+    ],
+)
+def test_threads_per_trial_split_the_cores_between_local_workers(tmp_path, overrides, expected):
+    search = DSNNSearch(settings(tmp_path, **overrides))
+    assert search.get_threads_per_worker() == expected
+    assert search.get_trial_settings({}).threads_per_worker == expected
+
+
+def test_host_thread_share_is_none_outside_dask():
+    trial_module._host_thread_share.cache_clear()
+    assert trial_module._host_thread_share() is None
+
+
+@pytest.mark.slow
+def test_workers_of_an_existing_cluster_split_their_hosts_cores(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        # as a task, like a trial (client.run executes outside any task, where get_worker() fails)
+        addresses = list(client.scheduler_info()["workers"])
+        shares = [
+            client.submit(trial_module._host_thread_share, pure=False, workers=[a]).result()
+            for a in addresses
+        ]
+        # the data set is loaded on every worker before the first trial
+        trial_settings = DSNNSearch(
+            settings(tmp_path, scheduler=cluster.scheduler_address)
+        ).get_trial_settings({})
+        client.run(trial_module.prepare_worker, trial_settings)
+        loaded = client.run(lambda: sorted(key[0] for key in trial_module._DATASETS))
+    assert set(shares) == {max(1, (os.cpu_count() or 1) // 2)}
+    assert list(loaded.values()) == [["digits"], ["digits"]]
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path):
+    # Dask's nanny exports MALLOC_TRIM_THRESHOLD_, which made every trial on a worker twice as slow.
+    # A fresh interpreter: a cluster started by another test may have left the variable in this one.
+    script = textwrap.dedent(
+        f"""
+        import os
+        from greenshift.search import DSNNSearch, SearchSettings
+        search = DSNNSearch(SearchSettings(dataset="digits", backbone="small_cnn", out={str(tmp_path / "r")!r},
+                                           workers=2))
+        client = search.get_dask_client()
+        print(sorted(set(map(str, client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()))))
+        client.close()
+        search._own_cluster.close()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['None']"
