@@ -147,7 +147,7 @@ def continue_promoted(d: dict[str, Any]) -> list[str]:
 def search_efficiency(d: dict[str, Any]) -> list[str]:
     """smac vs smac-bo vs random at the same epoch budget."""
     fraction = d.get("median_fraction")
-    reach = "not reached in every seed" if fraction is None else f"{fraction:.2f}"
+    reach = "never (in most seeds)" if fraction is None else f"{fraction:.2f}"
     return [
         f"{d['backbone']} on digits, {d['budget_epochs']} epochs per search (max {d['max_epochs']} per trial), "
         f"{d['seeds']} seeds; hypervolume median [min, max]:",
@@ -155,7 +155,8 @@ def search_efficiency(d: dict[str, Any]) -> list[str]:
         *curve_table(d["summary"]),
         "",
         f"Budget fraction `smac` needs to reach `random`'s final hypervolume (median): **{reach}** (target <= 0.33); "
-        f"per seed: {d['smac_fraction_to_reach_random']}.",
+        f"per seed (None: never): "
+        f"{[None if r is None else round(r, 2) for r in d['smac_fraction_to_reach_random']]}.",
         "",
         f"![hypervolume over epochs](../bench/results/{d['figure']})",
     ]

@@ -340,3 +340,40 @@ def test_ctrl_c_stops_after_the_running_trial_and_records_everything(tmp_path):
     records = RunStore.open(out).trials()
     assert 4 <= len(records) < 500
     assert all(r.status in FINAL_STATUSES for r in records), "no trial may be left running"
+
+
+def test_hyperband_iteration_matches_smacs_brackets():
+    from smac.intensifier.successive_halving import SuccessiveHalving
+
+    from greenshift.search.smac_runner import hyperband_iteration
+
+    for low, high, eta in [(1, 9, 3), (1, 27, 3), (2, 54, 3), (1, 8, 2), (1, 3, 3), (4, 4, 3)]:
+        s_max = SuccessiveHalving._get_max_iterations(eta, high, low)
+        trials, epochs, continued = 0, 0.0, 0.0
+        for s in range(s_max, -1, -1):
+            budgets, counts = SuccessiveHalving._compute_configs_and_budgets_for_stages(eta, high, s, s_max)
+            trials += sum(counts)
+            epochs += sum(b * n for b, n in zip(budgets, counts, strict=True))
+            continued += sum(
+                n * (b - p) for b, p, n in zip(budgets, [0.0, *budgets[:-1]], counts, strict=True)
+            )
+        assert hyperband_iteration(low, high, eta, continue_promoted=False) == (trials, pytest.approx(epochs))
+        assert hyperband_iteration(low, high, eta, continue_promoted=True) == (
+            trials,
+            pytest.approx(continued),
+        )
+    # 1..9 epochs, eta 3: brackets of 9+3+1, 5+1 and 3 trials
+    assert hyperband_iteration(1, 9, 3, continue_promoted=True) == (22, 69.0)
+
+
+def test_the_initial_design_is_sized_by_the_trials_the_epoch_budget_affords(tmp_path):
+    from greenshift.search.smac_runner import affordable_trials
+
+    common = dict(min_epochs=1, max_epochs=9, eta=3, continue_promoted=True)
+    assert affordable_trials(10_000, None, optimizer="smac", **common) == 10_000
+    assert affordable_trials(10_000, 270, optimizer="smac", **common) == 86  # 270 / (69 / 22)
+    assert affordable_trials(50, 270, optimizer="smac", **common) == 50
+    assert affordable_trials(10_000, 270, optimizer="random", **common) == 30
+    # a huge --trials with an epoch budget no longer keeps SMAC in its random initial design
+    run(tmp_path / "run", trials=10_000, max_total_epochs=90)
+    assert RunStore.open(tmp_path / "run").get_state("scenario_trials") == 28

@@ -401,3 +401,63 @@ def test_same_padding_and_inference_mode() -> None:
     fast.train()
     fast(x).sum().backward()  # the scratch buffer made in inference mode is usable with autograd
     assert fast.shift.grad is not None
+
+
+def _input_buffer_of(layer: ShiftLayer) -> torch.Tensor:
+    from greenshift.shift.layers import _input_buffers
+
+    return _input_buffers[layer][0]
+
+
+@pytest.mark.parametrize("shift_type", ["Q", "PS"])
+def test_training_input_buffer_is_reused_and_never_overwrites_a_live_graph(shift_type: str) -> None:
+    layer = ShiftConv2d(3, 4, 3, padding=1, shift_type=shift_type)
+    x1, x2 = torch.randn(2, 3, 6, 6) * 2, torch.randn(2, 3, 6, 6) * 2
+    g1, g2 = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6)
+
+    def generic_grads(pairs):
+        layer.zero_grad(set_to_none=True)
+        sum((ShiftLayer.forward(layer, x) * g).sum() for x, g in pairs).backward()
+        return [p.grad.clone() for p in layer.parameters()]
+
+    # two forward passes before one backward: the second must not overwrite the first's input
+    expected = generic_grads([(x1, g1), (x2, g2)])
+    layer.zero_grad(set_to_none=True)
+    ((layer(x1) * g1).sum() + (layer(x2) * g2).sum()).backward()
+    for got, want in zip((p.grad for p in layer.parameters()), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    # a retained graph keeps its input even when another forward pass runs in between
+    expected_once = generic_grads([(x1, g1)])
+    layer.zero_grad(set_to_none=True)
+    out = layer(x1)
+    out.backward(g1, retain_graph=True)
+    layer(x2)
+    out.backward(g1)
+    for got, want in zip((p.grad for p in layer.parameters()), expected_once, strict=True):
+        torch.testing.assert_close(got, 2 * want, rtol=1e-5, atol=1e-6)
+
+    # ordinary steps reuse one buffer; eval mode releases it
+    layer(x1).backward(g1)
+    first = _input_buffer_of(layer).data_ptr()
+    layer(x2).backward(g2)
+    assert _input_buffer_of(layer).data_ptr() == first
+    layer.eval()
+    with pytest.raises(KeyError):
+        _input_buffer_of(layer)
+
+
+def test_a_trained_layer_still_copies_and_pickles() -> None:
+    import copy
+    import io
+
+    layer = ShiftConv2d(2, 2, 3, padding=1, shift_type="PS")
+    layer(torch.randn(1, 2, 4, 4)).sum().backward()
+    clone = copy.deepcopy(layer)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    x = torch.randn(1, 2, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(clone(x), layer(x)) and torch.equal(loaded(x), layer(x))

@@ -27,6 +27,7 @@ from greenshift.errors import ConfigError
 from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
 from greenshift.search.smac_runner import (
     OPTIMIZERS,
+    affordable_trials,
     configuration_values,
     make_facade,
     make_runner,
@@ -375,7 +376,20 @@ class DSNNSearch:
             seed=s.seed,
             # The initial design's size depends on n_trials: keep the first session's value so that a
             # resumed run with a larger --trials replays the same sequence before it goes further.
-            n_trials=int(store.get_state("scenario_trials", s.trials)),
+            n_trials=int(
+                store.get_state(
+                    "scenario_trials",
+                    affordable_trials(
+                        s.trials,
+                        s.max_total_epochs,
+                        optimizer=s.optimizer,
+                        min_epochs=s.min_epochs,
+                        max_epochs=s.max_epochs,
+                        eta=s.eta,
+                        continue_promoted=s.continue_promoted,
+                    ),
+                )
+            ),
             min_epochs=s.min_epochs,
             max_epochs=s.max_epochs,
             n_workers=max(1, s.workers),

@@ -8,6 +8,7 @@ process, ``DaskParallelRunner`` on a Dask cluster.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,58 @@ class PreferenceParEGO(ParEGO):
             super().update_on_iteration_start()
             return
         self._theta = self._rng.dirichlet(self._preference * self._concentration + 1e-3)
+
+
+def hyperband_iteration(
+    min_epochs: int, max_epochs: int, eta: int, continue_promoted: bool
+) -> tuple[int, float]:
+    """Trials and epochs of one full Hyperband iteration (all brackets) over ``[min_epochs, max_epochs]``.
+
+    Bracket ``s`` (from ``s_max = floor(log_eta(max/min))`` down to 0) starts
+    ``ceil((s_max + 1) / (s + 1) * eta**s)`` configurations at ``max * eta**-s`` epochs and keeps a
+    1/eta share per stage. A promotion costs the stage's epochs, or only the extra epochs when
+    promoted configurations continue from their checkpoint.
+    """
+    s_max = int(math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9))
+    trials, epochs = 0, 0.0
+    for s in range(s_max, -1, -1):
+        n = math.ceil((s_max + 1) / (s + 1) * eta**s)
+        previous_budget = 0.0
+        for stage in range(s + 1):
+            count = math.floor(n * eta**-stage)
+            budget = max_epochs * eta ** (stage - s)
+            trials += count
+            epochs += count * (budget - previous_budget if continue_promoted else budget)
+            previous_budget = budget
+    return trials, epochs
+
+
+def affordable_trials(
+    trials: int,
+    max_total_epochs: int | None,
+    *,
+    optimizer: str,
+    min_epochs: int,
+    max_epochs: int,
+    eta: int,
+    continue_promoted: bool,
+) -> int:
+    """How many trials a run can afford: ``trials``, or fewer when the total epoch budget binds first.
+
+    SMAC sizes its initial (random) design as a share of the scenario's trials; a run limited by
+    ``--max-total-epochs`` with a generous ``--trials`` would otherwise spend its whole budget inside
+    the initial design and never use the model.
+    """
+    if max_total_epochs is None:
+        return trials
+    if optimizer == "smac":
+        iteration_trials, iteration_epochs = hyperband_iteration(
+            min_epochs, max_epochs, eta, continue_promoted
+        )
+        epochs_per_trial = iteration_epochs / iteration_trials
+    else:
+        epochs_per_trial = float(max_epochs)
+    return max(1, min(trials, int(max_total_epochs / epochs_per_trial)))
 
 
 def make_scenario(

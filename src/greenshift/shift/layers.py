@@ -15,19 +15,21 @@ parameters' storage and version counters, so optimiser steps, ``load_state_dict`
 replaced parameters invalidate it, and ``train()``/``eval()`` clear it.
 
 Convolutions on the CPU (zero padding) run as one autograd node per layer that rounds the weight, bias
-and input itself, and they do not keep their rounded input: it is written into a
-per-thread scratch buffer, used by the convolution and recomputed from the saved input during the
-backward pass (two elementwise passes). A fresh rounded copy per layer, kept until the backward pass,
-costs one extra activation of memory per layer and, whenever the C allocator has returned that memory
-to the system, page faults: up to 8 ms per 8 MiB layer input measured in isolation (a ResNet20
-convolution at batch 128 takes about 20 ms), and 5,000 to 30,000 faults per ResNet20 training step in
-some runs. The scratch buffer holds the largest convolution input seen by the thread (for example
+and input itself. In training, the rounded input goes into a buffer that the layer keeps and reuses
+from step to step (one activation of memory per layer, released in eval mode), and the backward pass
+uses it directly. A fresh rounded copy per step would page-fault whenever the C allocator has
+returned that memory to the system: up to 8 ms per 8 MiB layer input measured in isolation (a
+ResNet20 convolution at batch 128 takes about 20 ms), and 5,000 to 30,000 faults per ResNet20
+training step in some runs; recomputing the rounding in the backward pass instead cost two
+elementwise passes per layer. Without autograd (evaluation), the rounded input is written into a
+per-thread scratch buffer that holds the largest convolution input seen by the thread (for example
 64 MiB for ResNet20 at batch 1000).
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -72,12 +74,46 @@ def _round_into_scratch(x: Tensor, fixed_point: tuple[int, int], two_op: bool) -
     return _round_fixed_point_by(x, *fixed_point, two_op, out=out)
 
 
+# Per training layer: a flat buffer for its rounded input and a weak reference to the autograd node
+# that saved it. Kept outside the module so that copying or pickling a layer never carries them.
+_input_buffers: weakref.WeakKeyDictionary[nn.Module, tuple[Tensor, Any]] = weakref.WeakKeyDictionary()
+
+
+def _node_released(node: Any) -> bool:
+    """Whether an autograd node no longer needs its saved tensors (backward ran without retain_graph)."""
+    try:
+        _ = node.saved_tensors  # raises once backward has freed them
+    except RuntimeError:
+        return True
+    return False
+
+
+def _input_buffer(layer: nn.Module, x: Tensor) -> tuple[Tensor, bool]:
+    """Where ``layer``'s rounded input goes: its own reusable buffer if free, else a fresh tensor.
+
+    The buffer is free unless an autograd graph that saved it is still alive and not yet run
+    backward (e.g. two forward passes before one backward); then a fresh tensor keeps both graphs
+    right. Returns the tensor and whether it is the layer's own buffer.
+    """
+    entry = _input_buffers.get(layer)
+    if entry is not None:
+        buffer, owner_ref = entry
+        owner = owner_ref() if owner_ref is not None else None
+        if owner is not None and not _node_released(owner):
+            return torch.empty(x.shape, dtype=x.dtype, device=x.device), False
+        if buffer.numel() >= x.numel() and buffer.dtype == x.dtype and buffer.device == x.device:
+            return buffer[: x.numel()].view(x.shape), True
+    buffer = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
+    _input_buffers[layer] = (buffer, None)
+    return buffer.view(x.shape), True
+
+
 class _ShiftConv2dFunction(torch.autograd.Function):
     """A training-time shift convolution as one autograd node: weight and bias rounding, fixed-point input.
 
     One node per layer instead of three (weight STE, bias STE, convolution): the Python overhead of
-    custom autograd functions was about 4 % of a ResNet20 training step. The unrounded input is saved
-    and its rounding recomputed in the backward pass (see the module docstring). Gradients are the
+    custom autograd functions was about 4 % of a ResNet20 training step. The rounded input is saved in
+    the layer's reusable buffer (see the module docstring). Gradients are the
     convolution's at the rounded operands, passed straight through every rounding: to the float weight
     (Q), or ``d/dsign = d/dweight`` and ``d/dshift = d/dweight * weight * ln 2`` (PS), the same as
     :func:`ste_power_of_two` / :func:`ste_sign_shift` and :func:`ste_fixed_point` followed by ``F.conv2d``.
@@ -92,7 +128,7 @@ class _ShiftConv2dFunction(torch.autograd.Function):
         shift: Tensor | None,
         spec: tuple[Any, ...],
     ) -> Tensor:
-        p_min, p_max, stochastic, conv_args, fixed_point = spec
+        layer, p_min, p_max, stochastic, conv_args, fixed_point = spec
         if shift is None:
             weight = _on_calling_thread(
                 lambda w: round_power_of_two(w, p_min, p_max, stochastic), weight_or_sign
@@ -102,13 +138,14 @@ class _ShiftConv2dFunction(torch.autograd.Function):
                 lambda s, p: round_sign_shift(s, p, p_min, p_max, stochastic), weight_or_sign, shift
             )
         bias_fixed = None if bias is None else round_fixed_point(bias, *fixed_point)
-        # The backward pass rounds the same x again and reuses this decision instead of re-checking.
-        two_op = _two_op_applies(x, *fixed_point)
-        out = F.conv2d(_round_into_scratch(x, fixed_point, two_op), weight, bias_fixed, *conv_args)
-        ctx.save_for_backward(x, weight)
+        buffer, owned = _input_buffer(layer, x)
+        x_fixed = _round_fixed_point_by(x, *fixed_point, _two_op_applies(x, *fixed_point), out=buffer)
+        out = F.conv2d(x_fixed, weight, bias_fixed, *conv_args)
+        ctx.save_for_backward(x_fixed, weight)
+        if owned:
+            # Autograd's version check would also refuse a buffer overwritten before this backward.
+            _input_buffers[layer] = (_input_buffers[layer][0], weakref.ref(ctx))
         ctx.conv_args = conv_args
-        ctx.fixed_point = fixed_point
-        ctx.two_op = two_op
         ctx.has_bias = bias is not None
         ctx.is_ps = shift is not None
         return out
@@ -116,11 +153,8 @@ class _ShiftConv2dFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
+        x_fixed, weight = ctx.saved_tensors
         need_x, need_bias, need_first, need_shift = ctx.needs_input_grad[:4]
-        need_weight = need_first or need_shift
-        # The rounded input is only needed for the weight gradient.
-        x_fixed = _round_into_scratch(x, ctx.fixed_point, ctx.two_op) if need_weight else x
         stride, padding, dilation, groups = ctx.conv_args
         grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad,
@@ -133,7 +167,7 @@ class _ShiftConv2dFunction(torch.autograd.Function):
             False,
             [0, 0],
             groups,
-            [need_x, need_weight, ctx.has_bias and need_bias],
+            [need_x, need_first or need_shift, ctx.has_bias and need_bias],
         )
         grad_shift = None
         if ctx.is_ps and need_shift:
@@ -300,8 +334,10 @@ class ShiftLayer(nn.Module):
         return self._shift_op(x, weight, bias)
 
     def train(self, mode: bool = True) -> ShiftLayer:
-        """Switch mode and drop the eval-mode weight cache."""
+        """Switch mode; drop the eval-mode weight cache, and in eval mode the training input buffer."""
         self._eval_cache = None
+        if not mode:
+            _input_buffers.pop(self, None)
         return super().train(mode)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
@@ -435,7 +471,7 @@ class ShiftConv2d(ShiftLayer, nn.Conv2d):
         )
         if torch.is_grad_enabled() and tracked:
             p_min, p_max = self.shift_bounds
-            spec = (p_min, p_max, self._stochastic_now(), conv_args, fixed_point)
+            spec = (self, p_min, p_max, self._stochastic_now(), conv_args, fixed_point)
             return _ShiftConv2dFunction.apply(input, self.bias, weight_or_sign, shift, spec)
         weight, bias = self._weight_and_bias()
         x_fixed = _round_into_scratch(input, fixed_point, _two_op_applies(input, *fixed_point))
