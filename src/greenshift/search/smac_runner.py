@@ -66,7 +66,7 @@ def hyperband_iteration(
     1/eta share per stage. A promotion costs the stage's epochs, or only the extra epochs when
     promoted configurations continue from their checkpoint.
     """
-    s_max = int(math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9))
+    s_max = math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9)
     trials, epochs = 0, 0.0
     for s in range(s_max, -1, -1):
         n = math.ceil((s_max + 1) / (s + 1) * eta**s)
