@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -30,3 +34,22 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("GREENSHIFT_CACHE", str(path))
     return path
+
+
+@contextmanager
+def _local_dask_client(n_workers: int) -> Iterator[Any]:
+    """A client of a real local Dask cluster with ``n_workers`` single-thread worker processes."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def local_dask_client():
+    """``with local_dask_client(n) as client``: a real local Dask cluster of ``n`` single-thread workers."""
+    return _local_dask_client

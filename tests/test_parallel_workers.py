@@ -47,14 +47,8 @@ def test_host_thread_share_is_none_outside_dask():
 
 
 @pytest.mark.slow
-def test_workers_of_an_existing_cluster_split_their_hosts_cores(tmp_path):
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+def test_workers_of_an_existing_cluster_split_their_hosts_cores(tmp_path, local_dask_client):
+    with local_dask_client(2) as client:
         # as a task, like a trial (client.run executes outside any task, where get_worker() fails)
         addresses = list(client.scheduler_info()["workers"])
         shares = [
@@ -63,7 +57,7 @@ def test_workers_of_an_existing_cluster_split_their_hosts_cores(tmp_path):
         ]
         # the data set is loaded on every worker before the first trial
         trial_settings = DSNNSearch(
-            settings(tmp_path, scheduler=cluster.scheduler_address)
+            settings(tmp_path, scheduler=client.scheduler.address)
         ).get_trial_settings({})
         client.run(trial_module.prepare_worker, trial_settings)
         loaded = client.run(lambda: sorted(key[0] for key in trial_module._DATASETS))

@@ -258,14 +258,8 @@ def test_space_bounds_follow_the_backbone():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 3])
-def test_dask_local_cluster_runs_trials_in_parallel(tmp_path, workers):
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+def test_dask_local_cluster_runs_trials_in_parallel(tmp_path, workers, local_dask_client):
+    with local_dask_client(workers) as client:
         search = DSNNSearch(
             make_settings(tmp_path / "run", trials=12),
             trial_function=SyntheticTrial(sleep_s=0.05),
@@ -296,16 +290,10 @@ class CountingTrial(SyntheticTrial):
 
 
 @pytest.mark.slow
-def test_a_worker_dying_mid_trial_is_recorded_and_the_run_goes_on(tmp_path):
-    distributed = pytest.importorskip("distributed")
+def test_a_worker_dying_mid_trial_is_recorded_and_the_run_goes_on(tmp_path, local_dask_client):
     # Dask retries a task whose worker died on another worker, then gives up: the trial is recorded as
     # crashed instead of the error ending the whole search.
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with local_dask_client(2) as client:
         search = DSNNSearch(
             make_settings(tmp_path / "run", trials=10, optimizer="random"),
             trial_function=WorkerKillingTrial(kill_when={"optimizer": "adagrad"}),
