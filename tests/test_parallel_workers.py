@@ -85,3 +85,12 @@ def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "['None']"
+
+
+def test_worker_index_comes_from_the_workers_name():
+    from types import SimpleNamespace
+
+    assert trial_module._worker_index(SimpleNamespace(name=3)) == 3
+    assert trial_module._worker_index(SimpleNamespace(name="gpu-node-2")) == 2
+    assert trial_module._worker_index(SimpleNamespace(name="tcp://10.0.0.1:4000")) is None
+    assert trial_module._worker_index() is None  # outside Dask

@@ -81,15 +81,19 @@ def _dataset_for(settings: TrialSettings, device: Any) -> Any:
     return _DATASETS[key]
 
 
-def prepare_worker(settings: TrialSettings) -> None:
-    """Load what every trial of ``settings`` needs (torch, the training code, the data set) in this process."""
+def prepare_worker(settings: TrialSettings, dask_worker: Any = None) -> None:
+    """Load what every trial of ``settings`` needs (torch, the training code, the data set) in this process.
+
+    ``dask_worker`` is filled in by ``Client.run``, which runs outside any task (where
+    ``distributed.get_worker`` fails) and is how the worker's GPU is found.
+    """
     from greenshift.objectives import evaluate  # noqa: F401 - imported for its import cost
     from greenshift.train import train  # noqa: F401
 
-    _dataset_for(settings, worker_device(settings))
+    _dataset_for(settings, worker_device(settings, dask_worker))
 
 
-def worker_device(settings: TrialSettings) -> Any:
+def worker_device(settings: TrialSettings, dask_worker: Any = None) -> Any:
     """The torch device of this worker: one GPU per Dask worker on multi-GPU machines."""
     import torch
 
@@ -97,21 +101,23 @@ def worker_device(settings: TrialSettings) -> Any:
 
     device = resolve_device(settings.device)
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        index = _worker_index()
+        index = _worker_index(dask_worker)
         if index is not None:
             device = torch.device("cuda", index % torch.cuda.device_count())
     return device
 
 
-def _worker_index() -> int | None:
-    try:
-        from distributed import get_worker
+def _worker_index(dask_worker: Any = None) -> int | None:
+    """The number at the end of the Dask worker's name (LocalCluster: 0, 1, ...), or None."""
+    if dask_worker is None:
+        try:
+            from distributed import get_worker
 
-        name = get_worker().name
-    except (ImportError, ValueError):
-        return None
+            dask_worker = get_worker()
+        except (ImportError, ValueError):
+            return None
     try:
-        return int(str(name).rsplit("-", 1)[-1])
+        return int(str(dask_worker.name).rsplit("-", 1)[-1])
     except ValueError:
         return None
 
