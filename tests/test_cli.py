@@ -157,7 +157,8 @@ TRAIN = ["train", "--dataset", "digits", "--epochs", "1"]
         ),
     ],
 )
-def test_bad_values_exit_2_with_one_line(capsys, cache_dir, argv, expected):
+def test_bad_values_exit_2_with_one_line(capsys, cache_dir, monkeypatch, argv, expected):
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # set: a search must not re-exec the test process
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert expected in one_error_line(err)
