@@ -82,8 +82,12 @@ def test_default_configuration_crashing_first_does_not_abort(tmp_path):
 
 def test_resume_never_reruns_completed_trials_and_replays_the_same_run(tmp_path):
     straight = run(tmp_path / "straight", trials=16)
+    # Stopped after 7 trials, like a kill. (Not by --max-total-epochs: an epoch budget sizes SMAC's
+    # initial design, so a run started with one is a different run.)
     counting = CountingTrial()
-    run(tmp_path / "resumed", trial=counting, trials=16, max_total_epochs=30)  # stops early, like a kill
+    search = DSNNSearch(make_settings(tmp_path / "resumed", trials=16), trial_function=counting)
+    counting.stop_after = (7, search)
+    search.run()
     first_calls = counting.calls
     counting2 = CountingTrial()
     resumed = run(tmp_path / "resumed", trial=counting2, trials=16)
@@ -283,10 +287,14 @@ class CountingTrial(SyntheticTrial):
     def __init__(self):
         super().__init__()
         self.calls = 0
+        self.stop_after: tuple[int, DSNNSearch] | None = None  # (calls, search to stop)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        return super().__call__(*args, **kwargs)
+        outcome = super().__call__(*args, **kwargs)
+        if self.stop_after is not None and self.calls == self.stop_after[0]:
+            self.stop_after[1].request_stop()
+        return outcome
 
 
 @pytest.mark.slow
