@@ -6,7 +6,7 @@ hypervolume of each run's max-budget front is computed against one reference poi
 budget fraction ``smac`` needs to reach ``random``'s final hypervolume (target: <= 1/3). Writes
 bench/results/search_efficiency.json and a figure bench/results/search_efficiency.png.
 
-    python bench/search_efficiency.py [--seeds 5] [--budget 90] [--backbone small_cnn] [--quick]
+    python bench/search_efficiency.py [--seeds 5] [--budget 270] [--backbone small_cnn] [--quick]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     """Run all optimisers over the seeds and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per optimiser")
-    parser.add_argument("--budget", type=int, default=90, help="total epochs per search")
+    parser.add_argument("--budget", type=int, default=270, help="total epochs per search")
     parser.add_argument("--max-epochs", type=int, default=9, help="maximum budget of one trial")
     parser.add_argument("--backbone", default="small_cnn", help="backbone to train")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 27 epochs, for a smoke run")
