@@ -94,3 +94,18 @@ def test_worker_index_comes_from_the_workers_name():
     assert trial_module._worker_index(SimpleNamespace(name="gpu-node-2")) == 2
     assert trial_module._worker_index(SimpleNamespace(name="tcp://10.0.0.1:4000")) is None
     assert trial_module._worker_index() is None  # outside Dask
+
+
+def test_an_in_process_trial_restores_the_callers_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    with trial_module._torch_threads(before + 1):
+        seen.append(torch.get_num_threads())
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), trial_module._torch_threads(before + 1):
+        raise RuntimeError("a crashing trial restores the count too")
+    assert torch.get_num_threads() == before
+    with trial_module._torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -7,13 +7,14 @@ recorded by the search, which goes on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,8 @@ def run_trial(
         "epochs_trained": 0,
     }
     try:
-        _train_and_evaluate(settings, values, budget_epochs, seed, config_key, outcome, start)
+        with _torch_threads(settings.threads_per_worker or _host_thread_share()):
+            _train_and_evaluate(settings, values, budget_epochs, seed, config_key, outcome, start)
     except TrialTimeout as exc:
         outcome.update(status=TIMEOUT, error=str(exc))
     except GreenshiftError as exc:
@@ -175,6 +177,24 @@ def run_trial(
     return outcome
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: unchanged), then restore the caller's count.
+
+    An in-process trial must not leave its thread count behind in the user's process.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads and threads != previous:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
 def _train_and_evaluate(
     settings: TrialSettings,
     values: Mapping[str, Any],
@@ -184,15 +204,11 @@ def _train_and_evaluate(
     outcome: dict[str, Any],
     start: float,
 ) -> None:
-    import torch
 
     from greenshift.objectives import evaluate
     from greenshift.search.space import config_from_values
     from greenshift.train import train
 
-    threads = settings.threads_per_worker or _host_thread_share()
-    if threads:
-        torch.set_num_threads(threads)
     config = config_from_values(values, settings.fixed_extra)
     device = worker_device(settings)
     dataset = _dataset_for(settings, device)
