@@ -373,3 +373,27 @@ def test_the_initial_design_is_sized_by_the_trials_the_epoch_budget_affords(tmp_
     # a huge --trials with an epoch budget no longer keeps SMAC in its random initial design
     run(tmp_path / "run", trials=10_000, max_total_epochs=90)
     assert RunStore.open(tmp_path / "run").get_state("scenario_trials") == 28
+
+
+def test_ask_hides_only_smacs_empty_mean_warning():
+    import warnings
+
+    import numpy as np
+
+    from greenshift.search.facade import _ask
+
+    class FakeSmac:
+        def __init__(self, other: bool):
+            self.other = other
+
+        def ask(self):
+            np.mean([])  # what SMAC's local-search debug log computes with no timings
+            if self.other:
+                warnings.warn("overflow somewhere else", RuntimeWarning, stacklevel=1)
+            return "trial"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _ask(FakeSmac(other=False)) == "trial"
+        assert _ask(FakeSmac(other=True)) == "trial"
+    assert [str(w.message) for w in caught] == ["overflow somewhere else"]

@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -430,7 +431,7 @@ class DSNNSearch:
                     asking = False
             if asking and len(self._pending) < capacity:
                 try:
-                    info = smac.ask()
+                    info = _ask(smac)
                 except StopIteration:
                     asking, stop_reason = False, "the optimiser has no configurations left"
                     continue
@@ -614,6 +615,20 @@ class DSNNSearch:
             self._own_cluster.close()
             self._own_cluster = None
             self._dask_client = None
+
+
+def _ask(smac: Any) -> Any:
+    """``smac.ask()`` without the numpy warnings of SMAC's local-search debug log.
+
+    SMAC 2.4's local search logs ``np.mean`` of its acquisition timings, which is empty when no
+    neighbour needed evaluating; the resulting "Mean of empty slice" warnings mean nothing to users.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning
+        )
+        return smac.ask()
 
 
 def _prepare_workers(client: Any, trial_settings: TrialSettings) -> None:
