@@ -41,15 +41,14 @@ from torch.autograd.function import once_differentiable
 
 from greenshift.errors import ConfigError
 from greenshift.shift.quantize import (
-    _LN2,
-    _on_calling_thread,
     _round_fixed_point_by,
+    _rounded_weight,
+    _shift_gradient,
     _two_op_applies,
     power_of_two_exponent,
     round_exponent,
     round_fixed_point,
     round_power_of_two,
-    round_sign_shift,
     round_ternary,
     shift_range,
     ste_fixed_point,
@@ -129,14 +128,7 @@ class _ShiftConv2dFunction(torch.autograd.Function):
         spec: tuple[Any, ...],
     ) -> Tensor:
         layer, p_min, p_max, stochastic, conv_args, fixed_point = spec
-        if shift is None:
-            weight = _on_calling_thread(
-                lambda w: round_power_of_two(w, p_min, p_max, stochastic), weight_or_sign
-            )
-        else:
-            weight = _on_calling_thread(
-                lambda s, p: round_sign_shift(s, p, p_min, p_max, stochastic), weight_or_sign, shift
-            )
+        weight = _rounded_weight(weight_or_sign, shift, p_min, p_max, stochastic)
         bias_fixed = None if bias is None else round_fixed_point(bias, *fixed_point)
         buffer, owned = _input_buffer(layer, x)
         x_fixed = _round_fixed_point_by(x, *fixed_point, _two_op_applies(x, *fixed_point), out=buffer)
@@ -171,8 +163,7 @@ class _ShiftConv2dFunction(torch.autograd.Function):
         )
         grad_shift = None
         if ctx.is_ps and need_shift:
-            # d(s * 2**p)/dp = ln2 * s * 2**p
-            grad_shift = _on_calling_thread(lambda g, w: (g * w).mul_(_LN2), grad_weight, weight)
+            grad_shift = _shift_gradient(grad_weight, weight)
         return grad_x, grad_bias, grad_weight if need_first else None, grad_shift, None
 
 

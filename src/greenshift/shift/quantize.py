@@ -264,6 +264,30 @@ def _on_calling_thread(fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
     return out
 
 
+def _rounded_weight(
+    weight_or_sign: Tensor,
+    shift: Tensor | None,
+    p_min: int,
+    p_max: int,
+    stochastic: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The forward weight of a shift layer, without autograd: Q from its float weight (``shift`` None),
+    PS from its sign and shift; on the calling thread (see :func:`_on_calling_thread`)."""
+    if shift is None:
+        return _on_calling_thread(
+            lambda w: round_power_of_two(w, p_min, p_max, stochastic, generator), weight_or_sign
+        )
+    return _on_calling_thread(
+        lambda s, p: round_sign_shift(s, p, p_min, p_max, stochastic, generator), weight_or_sign, shift
+    )
+
+
+def _shift_gradient(grad_weight: Tensor, weight: Tensor) -> Tensor:
+    """DeepShift-PS gradient of the shift: d(s * 2**p)/dp = ln2 * s * 2**p times the weight's gradient."""
+    return _on_calling_thread(lambda g, w: (g * w).mul_(_LN2), grad_weight, weight)
+
+
 class _PowerOfTwoSTE(torch.autograd.Function):
     """Q weight rounding with an identity gradient."""
 
@@ -271,9 +295,7 @@ class _PowerOfTwoSTE(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, weight: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
     ) -> Tensor:
-        return _on_calling_thread(
-            lambda w: round_power_of_two(w, p_min, p_max, stochastic, generator), weight
-        )
+        return _rounded_weight(weight, None, p_min, p_max, stochastic, generator)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
@@ -287,17 +309,15 @@ class _SignShiftSTE(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, sign: Tensor, shift: Tensor, p_min: int, p_max: int, stochastic: bool, generator: Any
     ) -> Tensor:
-        weight = _on_calling_thread(
-            lambda s, p: round_sign_shift(s, p, p_min, p_max, stochastic, generator), sign, shift
-        )
+        weight = _rounded_weight(sign, shift, p_min, p_max, stochastic, generator)
         ctx.save_for_backward(weight)
         return weight
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (weight,) = ctx.saved_tensors
-        # d(s * 2**p)/dp = ln2 * s * 2**p; the sign gets the weight's gradient unscaled (STE).
-        grad_shift = _on_calling_thread(lambda g, w: (g * w).mul_(_LN2), grad, weight)
+        # The sign gets the weight's gradient unscaled (STE).
+        grad_shift = _shift_gradient(grad, weight)
         return grad, grad_shift, None, None, None, None
 
 
