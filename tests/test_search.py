@@ -397,3 +397,43 @@ def test_ask_hides_only_smacs_empty_mean_warning():
         assert _ask(FakeSmac(other=False)) == "trial"
         assert _ask(FakeSmac(other=True)) == "trial"
     assert [str(w.message) for w in caught] == ["overflow somewhere else"]
+
+
+def test_serial_forest_predicts_exactly_what_smacs_forest_predicts(tmp_path):
+    import numpy as np
+    from smac import Scenario
+    from smac.model.random_forest import RandomForest
+
+    from greenshift.search.smac_runner import SerialRandomForest, single_thread_forest
+
+    space, _ = build_space(3)
+    scenario = Scenario(space, output_directory=tmp_path / "smac", seed=3, deterministic=True)
+    configs = space.sample_configuration(60)
+    X = np.array([c.get_array() for c in configs])  # inactive momentum is NaN, as SMAC encodes it
+    y = np.random.default_rng(0).random((60, 1))
+    ours = single_thread_forest(scenario)
+    assert isinstance(ours, SerialRandomForest)
+    reference = RandomForest(
+        log_y=True,
+        n_trees=10,
+        bootstrapping=True,
+        ratio_features=1.0,
+        min_samples_split=2,
+        min_samples_leaf=1,
+        max_depth=2**20,
+        max_leaf_nodes=None,
+        configspace=space,
+        seed=3,
+        n_jobs=1,
+    )
+    assert {k: v for k, v in ours.meta.items() if k != "name"} == {
+        k: v for k, v in reference.meta.items() if k != "name"
+    }
+    ours.train(X[:40], y[:40])
+    reference.train(X[:40], y[:40])
+    for method in ("predict", "predict_marginalized"):
+        mean, var = getattr(ours, method)(X[40:])
+        ref_mean, ref_var = getattr(reference, method)(X[40:])
+        np.testing.assert_array_equal(mean, ref_mean)
+        np.testing.assert_array_equal(var, ref_var)
+    assert np.unique(mean).size > 1  # a forest that predicts one constant would compare equal trivially

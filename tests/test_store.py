@@ -37,11 +37,12 @@ def store(tmp_path: Path):
 # -- spawned workers (module level so that spawn can import them) ------------------------------------
 
 
-def _add_trials(store: RunStore, tag: str, count: int) -> None:
+def _add_trials(store: RunStore, tag: str, count: int, close: bool = True) -> None:
     for i in range(count):
         trial_id = store.start_trial({"worker": tag, "i": i}, 1.0, i, worker=tag)
         store.finish_trial(trial_id, TrialStatus.OK, objectives={"error": i / 100}, metrics={"tag": tag})
-    store.close()
+    if close:
+        store.close()
 
 
 def _write_forever(run_dir: str) -> None:
@@ -452,6 +453,35 @@ def test_threads_share_one_store(store: RunStore) -> None:
     assert errors == []
     trials = store.trials(TrialStatus.OK)
     assert len({t.trial_id for t in trials}) == 40
+
+
+def test_trial_list_is_fresh_after_every_kind_of_write(store: RunStore) -> None:
+    def count() -> int:
+        return len(store.trials())
+
+    _add_trials(store, "own", 1, close=False)
+    assert count() == 1 and count() == 1  # the second call is served from the cache
+    with RunStore.open(store.run_dir) as other:  # another connection in this process
+        _add_trials(other, "other", 1)
+    assert count() == 2
+    thread = threading.Thread(target=_add_trials, args=(store, "thread", 1, False))  # another thread
+    thread.start()
+    thread.join()
+    assert count() == 3
+    child = mp.get_context("spawn").Process(target=_add_trials, args=(store, "process", 1, False))
+    child.start()
+    child.join(timeout=50)
+    assert child.exitcode == 0 and count() == 4
+    store.finish_trial(store.start_trial({"late": 1}, 1.0, 0), TrialStatus.CRASHED, error="boom")
+    assert count() == 5 and [t.status for t in store.trials(TrialStatus.CRASHED)] == [TrialStatus.CRASHED]
+    with RunStore.open(store.run_dir) as other:
+        _add_trials(other, "before-fork", 1)
+    # A forked child inherits this thread's cache; its own new connection must not trust it.
+    pid = os.fork()
+    if pid == 0:
+        os._exit(count())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 6
 
 
 def test_concurrent_processes_write_one_store(store: RunStore) -> None:

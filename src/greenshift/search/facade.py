@@ -232,6 +232,8 @@ class DSNNSearch:
         self.progress = progress or NullProgress()
         self._stop_requested = threading.Event()
         self._pending: list[_Pending] = []
+        # (finished trials' ids and statuses, Pareto size, hypervolume) of the last progress update
+        self._front_summary: tuple[tuple[Any, ...], int, float | None] | None = None
 
     # -- parts, each overridable -------------------------------------------------------------
     def get_shiftable_layers(self) -> int:
@@ -579,17 +581,30 @@ class DSNNSearch:
     def _stats(self, store: RunStore, started: float | None) -> SearchStats:
         records = store.trials()
         s = self.settings
-        front = pareto_records(records, s.objectives, s.max_epochs)
-        default = next((r for r in records if r.is_default and r.status == TrialStatus.OK), None)
+        finished = [r for r in records if r.status in FINAL_STATUSES]
+        pareto_size, hypervolume = self._front_of(finished)
         return SearchStats(
             total=s.trials,
-            done=sum(1 for r in records if r.status in FINAL_STATUSES),
+            done=len(finished),
             running=len(self._pending),
-            failed=sum(1 for r in records if r.status in FINAL_STATUSES and r.status != TrialStatus(OK)),
-            pareto_size=len(front),
-            hypervolume=_progress_hypervolume(front, default, s.objectives),
+            failed=sum(1 for r in finished if r.status != TrialStatus(OK)),
+            pareto_size=pareto_size,
+            hypervolume=hypervolume,
             epochs_spent=sum(int(r.metrics.get("epochs_trained", 0)) for r in records),
         )
+
+    def _front_of(self, finished: Sequence[TrialRecord]) -> tuple[int, float | None]:
+        """Pareto size and hypervolume of the finished trials; recomputed only when they change.
+
+        The progress display asks after every submission too, when only the running count moved.
+        """
+        key = tuple((r.trial_id, r.status) for r in finished)
+        if self._front_summary is None or self._front_summary[0] != key:
+            s = self.settings
+            front = pareto_records(finished, s.objectives, s.max_epochs)
+            default = next((r for r in finished if r.is_default and r.status == TrialStatus.OK), None)
+            self._front_summary = (key, len(front), _progress_hypervolume(front, default, s.objectives))
+        return self._front_summary[1], self._front_summary[2]
 
     def _install_sigint_handler(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

@@ -188,6 +188,9 @@ class RunStore:
         self._lock = threading.Lock()
         self._connections: list[tuple[int, sqlite3.Connection]] = []
         self._closed = False
+        # Counts this object's write transactions; with SQLite's data_version (which changes only for
+        # other connections' commits) it tells when a cached trial list is stale.
+        self._writes = 0
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -378,6 +381,9 @@ class RunStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                with self._lock:
+                    self._writes += 1
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = self._connection()
@@ -511,15 +517,39 @@ class RunStore:
         return path.as_posix()
 
     def trials(self, status: TrialStatus | None = None) -> list[TrialRecord]:
-        """All trials (or those with ``status``) ordered by id."""
+        """All trials (or those with ``status``) ordered by id.
+
+        Records are shared between calls and decoded again only when their row changed (treat them
+        as read-only): a search asks for them several times per trial, and decoding every row's JSON
+        each time was a measurable part of its own overhead (bench/search_overhead.py).
+        """
+        records = self._all_trials()
         if status is None:
-            rows = self._query(f"SELECT {_COLUMNS} FROM trials ORDER BY trial_id")
-        else:
-            rows = self._query(
-                f"SELECT {_COLUMNS} FROM trials WHERE status = ? ORDER BY trial_id",
-                (TrialStatus(status).value,),
-            )
-        return [_record(row) for row in rows]
+            return list(records)
+        wanted = TrialStatus(status)
+        return [r for r in records if r.status is wanted]
+
+    def _all_trials(self) -> tuple[TrialRecord, ...]:
+        """Every trial; read again only after a commit, and only changed rows are decoded again."""
+        conn = self._connection()
+        with _translated(self.db_path):
+            # The version is read before the rows: a commit in between only makes the next call
+            # read again, never keeps stale rows under a newer version. The connection is part of
+            # the key: a forked child opens its own, whose counter is unrelated.
+            version = (conn, conn.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            cached = getattr(self._local, "trials", None)
+            if cached is not None and cached[0][0] is conn and cached[0][1:] == version[1:]:
+                return cached[1]
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM trials ORDER BY trial_id").fetchall()
+        decoded: dict[int, tuple[tuple[Any, ...], TrialRecord]] = getattr(self._local, "decoded", {})
+        fresh = {}
+        for row in rows:
+            known = decoded.get(row[0])
+            fresh[row[0]] = known if known is not None and known[0] == row else (row, _record(row))
+        self._local.decoded = fresh
+        records = tuple(record for _, record in fresh.values())
+        self._local.trials = (version, records)
+        return records
 
     def trial(self, trial_id: int) -> TrialRecord:
         """The trial with this id; :class:`StoreError` if there is none."""
