@@ -1,19 +1,22 @@
 """Completed trials per hour with 1 vs 2 workers (small CNN on digits), side by side in one run.
 
 Two comparisons, both counted over the trial loop (first trial start to last trial end; the one-time
-start-up of cluster, imports and data is printed apart):
+start-up of cluster, imports and data is printed apart). The three runs are repeated in rounds with a
+rotating order and every speed-up is the median of the ratios within a round, so that the machine's
+drift over minutes does not decide it:
 
 * scaling (the target, >= 1.7x): every trial gets one torch thread; one worker runs the trials in
   process, two run on a local Dask cluster. This is what adding a worker (a machine, a GPU) buys.
 * this machine: one worker in process with all cores against two workers with the cores split
   between them; bounded by how well torch already uses several threads for one small model.
 
-    python bench/dask_scaling.py [--trials 24] [--quick]
+    python bench/dask_scaling.py [--trials 24] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 from common import search_in_tempdir, write_result
@@ -58,32 +61,55 @@ def parallel_ceiling() -> float:
     return 2 * alone / max(together)
 
 
+RUNS = {
+    "one_thread_1_worker": (1, 1),
+    "two_workers": (2, None),
+    "all_cores_1_worker": (1, None),
+}
+
+
 def main() -> None:
     """Run the benchmark and print both speed-ups."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24, help="trials per search")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of every trial")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three runs, order rotating")
     parser.add_argument("--backbone", default="small_cnn", help="backbone to train")
-    parser.add_argument("--quick", action="store_true", help="6 trials, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="6 trials, one round, for a smoke run")
     args = parser.parse_args()
     trials = 6 if args.quick else args.trials
-    runs = {
-        "one_thread_1_worker": (1, 1),
-        "two_workers": (2, None),
-        "all_cores_1_worker": (1, None),
-    }
-    measured = {}
-    for name, (workers, threads) in runs.items():
-        per_hour, loop_s, startup_s = trials_per_hour(workers, trials, args.backbone, args.epochs, threads)
-        measured[name] = {"trials_per_hour": per_hour, "loop_s": loop_s, "startup_s": startup_s}
-        print(
-            f"{name:20s}: {per_hour:7.0f} trials/h ({loop_s:.1f} s loop for {trials}, start-up {startup_s:.1f} s)"
-        )
-    two = measured["two_workers"]["trials_per_hour"]
-    scaling = two / measured["one_thread_1_worker"]["trials_per_hour"]
-    this_machine = two / measured["all_cores_1_worker"]["trials_per_hour"]
+    rounds = 1 if args.quick else args.rounds
+    names = list(RUNS)
+    measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for index in range(rounds):
+        # The machine's speed drifts over minutes: each round runs all three, in a rotating order, and
+        # the speed-ups are taken within a round.
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            workers, threads = RUNS[name]
+            per_hour, loop_s, startup_s = trials_per_hour(
+                workers, trials, args.backbone, args.epochs, threads
+            )
+            measured[name].append({"trials_per_hour": per_hour, "loop_s": loop_s, "startup_s": startup_s})
+            print(
+                f"round {index + 1} {name:20s}: {per_hour:7.0f} trials/h "
+                f"({loop_s:.1f} s loop for {trials}, start-up {startup_s:.1f} s)"
+            )
+
+    def per_round(numerator: str, denominator: str) -> list[float]:
+        return [
+            a["trials_per_hour"] / b["trials_per_hour"]
+            for a, b in zip(measured[numerator], measured[denominator], strict=True)
+        ]
+
+    scaling_rounds = per_round("two_workers", "one_thread_1_worker")
+    machine_rounds = per_round("two_workers", "all_cores_1_worker")
+    scaling = statistics.median(scaling_rounds)
+    this_machine = statistics.median(machine_rounds)
     ceiling = parallel_ceiling()
-    print(f"scaling, one thread per trial: {scaling:.2f}x (target >= 1.7x)")
+    print(
+        f"scaling, one thread per trial: {scaling:.2f}x, median of rounds "
+        f"{', '.join(f'{r:.2f}' for r in scaling_rounds)} (target >= 1.7x)"
+    )
     print(f"this machine, all cores in one trial vs split: {this_machine:.2f}x")
     print(f"this machine's ceiling: two single-thread processes at once do {ceiling:.2f}x the work of one")
     path = write_result(
@@ -92,7 +118,12 @@ def main() -> None:
             "trials": trials,
             "backbone": args.backbone,
             "epochs_per_trial": args.epochs,
-            "runs": measured,
+            "rounds": rounds,
+            "runs": {
+                name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                for name, runs in measured.items()
+            },
+            "speedup_per_round": scaling_rounds,
             "speedup": scaling,
             "speedup_all_cores": this_machine,
             "parallel_ceiling": ceiling,

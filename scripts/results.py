@@ -102,7 +102,7 @@ def dask_scaling(d: dict[str, Any]) -> list[str]:
     runs = d["runs"]
     return [
         f"{d['trials']} trials of {d['backbone']}, {d['epochs_per_trial']} epochs each, trials per hour over the "
-        "trial loop:",
+        f"trial loop (median of {d.get('rounds', 1)} rounds, the three runs in a rotating order):",
         "",
         "| run | trials/h | loop s | start-up s |",
         "|---|---|---|---|",
@@ -111,7 +111,8 @@ def dask_scaling(d: dict[str, Any]) -> list[str]:
             for name, r in runs.items()
         ),
         "",
-        f"**Scaling with one thread per trial: {d['speedup']:.2f}x** (target >= {d['target']}x). Against one "
+        f"**Scaling with one thread per trial: {d['speedup']:.2f}x** (target >= {d['target']}x; median of the "
+        f"rounds' ratios {', '.join(f'{r:.2f}' for r in d.get('speedup_per_round', [d['speedup']]))}). Against one "
         f"trial using all cores of this 2-core machine, two workers give {d['speedup_all_cores']:.2f}x: torch "
         "already spreads one small model over both cores fairly well. Ceiling of this machine measured in the "
         f"same run: two single-thread processes at once do {d['parallel_ceiling']:.2f}x the work of one.",

@@ -109,3 +109,30 @@ def test_an_in_process_trial_restores_the_callers_torch_threads():
     assert torch.get_num_threads() == before
     with trial_module._torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_an_in_process_search_prepares_before_its_first_trial(tmp_path):
+    # A fresh interpreter: torch's lazy import of its compiler on the first optimizer (over a second
+    # here) must happen before the first trial, not inside it, or that trial's time and energy grow.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from greenshift.search import DSNNSearch, SearchSettings
+        from greenshift.search import trial as trial_module
+        seen = []
+        real = trial_module.run_trial
+        def spy(*args, **kwargs):
+            seen.append(("torch._dynamo" in sys.modules, sorted(k[0] for k in trial_module._DATASETS)))
+            return real(*args, **kwargs)
+        search = DSNNSearch(SearchSettings(dataset="digits", backbone="small_cnn", out={str(tmp_path / "r")!r},
+                                           trials=1, max_epochs=1, min_epochs=1, optimizer="random"))
+        search.trial_function = spy
+        import greenshift.search.facade as facade
+        facade.run_trial = spy  # the facade prepares only for the real trial function
+        search.run()
+        print(seen)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[(True, ['digits'])]"

@@ -437,3 +437,27 @@ def test_serial_forest_predicts_exactly_what_smacs_forest_predicts(tmp_path):
         np.testing.assert_array_equal(mean, ref_mean)
         np.testing.assert_array_equal(var, ref_var)
     assert np.unique(mean).size > 1  # a forest that predicts one constant would compare equal trivially
+
+
+@pytest.mark.parametrize("optimizer", ["smac", "smac-bo"])
+def test_acquisition_optimisation_uses_the_measured_settings(tmp_path, optimizer):
+    from greenshift.search.smac_runner import SerialRandomForest, make_facade, make_scenario
+
+    space, _ = build_space(3)
+    scenario = make_scenario(
+        space,
+        optimizer=optimizer,
+        objectives=["loss", "energy_model_j"],
+        output_directory=tmp_path / "smac",
+        seed=0,
+        n_trials=20,
+        min_epochs=1,
+        max_epochs=9,
+        n_workers=1,
+    )
+    facade = make_facade(scenario, optimizer=optimizer, eta=3, objective_weights=None, verbose=False)
+    maximizer = facade._acquisition_maximizer
+    # docs/search.md gives the evidence for both numbers
+    assert maximizer._challengers == 1000
+    assert maximizer._local_search_iterations == 5
+    assert isinstance(facade._model, SerialRandomForest)

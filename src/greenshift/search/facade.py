@@ -407,7 +407,7 @@ class DSNNSearch:
         )
         client = self.get_dask_client()
         trial_settings = self.get_trial_settings(fixed_extra)
-        if client is not None and self.trial_function is run_trial:
+        if self.trial_function is run_trial:
             _prepare_workers(client, trial_settings)
         target = SmacTarget(trial_settings, self.trial_function)
         runner = make_runner(scenario, target, client)
@@ -646,13 +646,17 @@ def _ask(smac: Any) -> Any:
         return smac.ask()
 
 
-def _prepare_workers(client: Any, trial_settings: TrialSettings) -> None:
-    """Import torch and load the data set on every worker at once, before the first trial arrives.
+def _prepare_workers(client: Any | None, trial_settings: TrialSettings) -> None:
+    """Import torch and load the data set on every worker at once (in this process without ``client``),
+    before the first trial arrives.
 
     A failure here is left for the trials to meet and record with their own error.
     """
     try:
-        client.run(prepare_worker, trial_settings)
+        if client is None:
+            prepare_worker(trial_settings)
+        else:
+            client.run(prepare_worker, trial_settings)
     except Exception as exc:  # the trials meet and report the same problem one by one
         logger.debug("preparing the workers failed: %s", exc)
 
