@@ -16,17 +16,25 @@ drift over minutes does not decide it:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from common import search_in_tempdir, write_result
+from common import write_result
 
 
 def trials_per_hour(
     workers: int, trials: int, backbone: str, epochs: int, threads_per_trial: int | None
 ) -> tuple[float, float, float]:
-    """Run a search with ``workers``; return (trials per hour over the loop, loop seconds, start-up seconds)."""
-    result, wall_s = search_in_tempdir(
+    """Run a search with ``workers``; return (trials per hour over the loop, loop seconds, start-up seconds).
+
+    Each search runs in a fresh interpreter, as a user's would: in a process that had already trained
+    the same models, torch's caches would favour the in-process runs over the freshly started workers.
+    """
+    settings = dict(
         backbone=backbone,
         trials=trials,
         optimizer="random",
@@ -36,8 +44,19 @@ def trials_per_hour(
         workers=workers,
         threads_per_trial=threads_per_trial,
     )
-    loop_s = max(t.finished_at for t in result.completed) - min(t.started_at for t in result.completed)
-    return len(result.completed) / loop_s * 3600, loop_s, wall_s - loop_s
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from common import search_in_tempdir\n"
+        "if __name__ == '__main__':\n"
+        f"    result, wall_s = search_in_tempdir(**{settings!r})\n"
+        "    done = result.completed\n"
+        "    loop_s = max(t.finished_at for t in done) - min(t.started_at for t in done)\n"
+        "    print(json.dumps([len(done), loop_s, wall_s]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    completed, loop_s, wall_s = json.loads(out.stdout.strip().splitlines()[-1])
+    return completed / loop_s * 3600, loop_s, wall_s - loop_s
 
 
 def _matmul_seconds(_: int) -> float:
