@@ -88,3 +88,28 @@ def search_in_tempdir(**settings: Any) -> tuple[Any, float]:
         return result, time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def budget_limited_search(
+    *,
+    optimizer: str = "smac",
+    seed: int,
+    budget: int,
+    backbone: str = "small_cnn",
+    max_epochs: int = 9,
+    **extra: Any,
+) -> Any:
+    """One search of 1 to ``max_epochs`` epochs per trial (eta 3) that stops at ``budget`` epochs in all."""
+    result, _ = search_in_tempdir(
+        backbone=backbone,
+        optimizer=optimizer,
+        trials=10_000,
+        min_epochs=1,
+        max_epochs=max_epochs,
+        eta=3,
+        seed=seed,
+        max_total_epochs=budget,
+        keep_models="none",
+        **extra,
+    )
+    return result

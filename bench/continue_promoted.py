@@ -12,25 +12,16 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import common_reference, hypervolume_at, hypervolume_curve, search_in_tempdir, write_result
+from common import budget_limited_search, common_reference, hypervolume_at, hypervolume_curve, write_result
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 def run_mode(continue_promoted: bool, seed: int, budget: int, backbone: str) -> object:
     """One search in one mode; returns its SearchResult."""
-    result, _ = search_in_tempdir(
-        backbone=backbone,
-        trials=10_000,
-        min_epochs=1,
-        max_epochs=9,
-        eta=3,
-        seed=seed,
-        max_total_epochs=budget,
-        continue_promoted=continue_promoted,
-        keep_models="none",
+    return budget_limited_search(
+        seed=seed, budget=budget, backbone=backbone, continue_promoted=continue_promoted
     )
-    return result
 
 
 def main() -> None:

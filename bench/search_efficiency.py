@@ -17,10 +17,10 @@ import statistics
 
 from common import (
     RESULTS,
+    budget_limited_search,
     common_reference,
     hypervolume_at,
     hypervolume_curve,
-    search_in_tempdir,
     write_result,
 )
 
@@ -30,18 +30,9 @@ FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
 
 def run_one(optimizer: str, seed: int, budget: int, backbone: str, max_epochs: int) -> object:
     """One search; returns its SearchResult."""
-    result, _ = search_in_tempdir(
-        backbone=backbone,
-        optimizer=optimizer,
-        trials=10_000,
-        min_epochs=1,
-        max_epochs=max_epochs,
-        eta=3,
-        seed=seed,
-        max_total_epochs=budget,
-        keep_models="none",
+    return budget_limited_search(
+        optimizer=optimizer, seed=seed, budget=budget, backbone=backbone, max_epochs=max_epochs
     )
-    return result
 
 
 def fraction_to_reach(curve: list[tuple[float, float]], target: float, budget: float) -> float | None:

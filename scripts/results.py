@@ -163,6 +163,34 @@ def search_efficiency(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def smac_settings(d: dict[str, Any]) -> list[str]:
+    """greenshift's SMAC settings against their alternatives, seed by seed."""
+    finals, reach = d["final_hypervolume"], d["fraction_to_reach_random"]
+    seeds = range(d["seeds"])
+
+    def above(name: str, base: str) -> int:
+        return sum(v > b for v, b in zip(finals[name], finals[base], strict=True))
+
+    def cell(name: str, seed: int) -> str:
+        fraction = reach[name][seed]
+        return f"{finals[name][seed]:.3g} ({'never' if fraction is None else f'{fraction:.2f}'})"
+
+    return [
+        f"small_cnn on digits, {d['budget_epochs']} epochs per search, {d['seeds']} seeds; per seed the final "
+        "hypervolume and, in brackets, the budget fraction at which the variant reaches `random`'s final one:",
+        "",
+        "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " | larger than greenshift's | "
+        "larger than local_searches_10 |",
+        "|---" * (d["seeds"] + 3) + "|",
+        *(
+            f"| {name} | "
+            + " | ".join(cell(name, s) for s in seeds)
+            + f" | {above(name, 'greenshift')} | {above(name, 'local_searches_10')} |"
+            for name in finals
+        ),
+    ]
+
+
 SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("shift_layers", "Shift layer overhead", "python bench/shift_layers.py", shift_layers),
     ("train_loop", "Training loop", "python bench/train_loop.py", train_loop),
@@ -180,6 +208,12 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]]] = [
         "Search efficiency: smac vs smac-bo vs random",
         "python bench/search_efficiency.py",
         search_efficiency,
+    ),
+    (
+        "smac_settings",
+        "SMAC settings against their alternatives",
+        "python bench/smac_settings.py",
+        smac_settings,
     ),
 ]
 

@@ -125,6 +125,10 @@ def main() -> None:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     commands: list[str] = []
     reports: dict[str, list[dict]] = {}
+    provenance = runs_dir / "commit.txt"
+    if not args.render_only:
+        provenance.write_text(current_commit() + "\n")
+    args.commit = provenance.read_text().strip() if provenance.exists() else None
     for backbone in args.backbones:
         for seed in args.seeds:
             out = (
@@ -148,6 +152,16 @@ def main() -> None:
     page = render(reports, commands, args)
     (ROOT / args.out).write_text(page)
     print(f"written {args.out}")
+
+
+def current_commit() -> str:
+    """The repository's commit, with ``+changes`` when the working tree differs from it."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def pct(value: float | None) -> str:
@@ -188,6 +202,7 @@ def render(reports: dict[str, list[dict]], commands: list[str], args) -> str:
         "epochs per run: "
         + ", ".join(f"{b} {budget_of(b, args.max_total_epochs)}" for b in args.backbones)
         + f"; seeds {', '.join(map(str, args.seeds))}, CPU.",
+        *([f"Runs made at greenshift commit `{args.commit}`."] if args.commit else []),
         "",
     ]
     agreement: list[str] = []

@@ -1,0 +1,129 @@
+"""SMAC settings greenshift chose against their alternatives: the search's result, seed by seed.
+
+For every seed, ``random`` and each ``smac`` variant search the same problem with the same total epoch
+budget (small CNN on digits, 1 to 9 epochs, eta 3). Per seed and variant the script prints the final
+hypervolume and the budget fraction at which the variant reaches ``random``'s final hypervolume,
+then how many seeds each variant ends above greenshift's setting. docs/search.md quotes it.
+
+Variants (the first is greenshift's setting, the second its former one, the others change one more
+setting of the former):
+
+* ``greenshift``: 1000 random challengers, 5 local searches per acquisition optimisation, SMAC's
+  initial design;
+* ``local_searches_10``: SMAC's 10 local searches;
+* ``local_searches_10_plateau_5``: 10 local searches of at most 5 plateau steps instead of 10;
+* ``local_searches_10_initial_6``: 10 local searches, 6 random initial configurations instead of
+  SMAC's size (a quarter of the trials the budget affords).
+
+    python bench/smac_settings.py [--seeds 5] [--budget 270] [--variants NAME ...] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+from collections.abc import Iterator
+from unittest import mock
+
+from common import budget_limited_search, common_reference, hypervolume_at, hypervolume_curve, write_result
+from search_efficiency import fraction_to_reach
+
+VARIANTS = ("greenshift", "local_searches_10", "local_searches_10_plateau_5", "local_searches_10_initial_6")
+
+
+@contextlib.contextmanager
+def variant_settings(name: str) -> Iterator[None]:
+    """greenshift's SMAC wiring with the one setting of ``name`` changed."""
+    from smac import HyperparameterOptimizationFacade, MultiFidelityFacade
+
+    from greenshift.search import smac_runner
+
+    maximizer = HyperparameterOptimizationFacade.get_acquisition_maximizer
+
+    def changed_maximizer(scenario, *, challengers: int, local_search_iterations: int):
+        if name.startswith("local_searches_10"):
+            local_search_iterations = 10
+        result = maximizer(scenario, challengers=challengers, local_search_iterations=local_search_iterations)
+        if name.endswith("plateau_5"):
+            result._local_search._n_steps_plateau_walk = 5
+        return result
+
+    class SmallInitialDesign(MultiFidelityFacade):
+        @staticmethod
+        def get_initial_design(scenario, **kwargs):
+            return MultiFidelityFacade.get_initial_design(scenario, n_configs=6)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            mock.patch.object(
+                smac_runner.HyperparameterOptimizationFacade,
+                "get_acquisition_maximizer",
+                staticmethod(changed_maximizer),
+            )
+        )
+        if name.endswith("initial_6"):
+            stack.enter_context(mock.patch.object(smac_runner, "MultiFidelityFacade", SmallInitialDesign))
+        yield
+
+
+def run(optimizer: str, seed: int, budget: int) -> object:
+    """One search; returns its SearchResult."""
+    return budget_limited_search(optimizer=optimizer, seed=seed, budget=budget)
+
+
+def main() -> None:
+    """Run the variants over the seeds and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per variant")
+    parser.add_argument("--budget", type=int, default=270, help="total epochs per search")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 27 epochs, two variants")
+    args = parser.parse_args()
+    seeds = 2 if args.quick else args.seeds
+    budget = 27 if args.quick else args.budget
+    chosen = ["greenshift", "local_searches_10"] if args.quick else args.variants
+    names = list(dict.fromkeys(["greenshift", "local_searches_10", *chosen]))
+    finals: dict[str, list[float]] = {name: [] for name in names}
+    reach: dict[str, list[float | None]] = {name: [] for name in names}
+    for seed in range(seeds):
+        results = {"random": run("random", seed, budget)}
+        for name in names:
+            with variant_settings(name):
+                results[name] = run("smac", seed, budget)
+        reference = common_reference(list(results.values()))
+        target = hypervolume_at(hypervolume_curve(results["random"], reference), budget)
+        for name in names:
+            curve = hypervolume_curve(results[name], reference)
+            finals[name].append(hypervolume_at(curve, budget))
+            reach[name].append(fraction_to_reach(curve, target, budget))
+            print(
+                f"seed {seed} {name:28s} final HV {finals[name][-1]:.4g} (random {target:.4g}), "
+                f"reaches random's final at {reach[name][-1]}"
+            )
+    print(f"\nsmall_cnn on digits, {budget} epochs per search, {seeds} seeds")
+    for name in names:
+        above = {
+            base: sum(v > b for v, b in zip(finals[name], finals[base], strict=True))
+            for base in ("greenshift", "local_searches_10")
+        }
+        reached = sum(r is not None for r in reach[name])
+        print(
+            f"{name:28s} median final HV {statistics.median(finals[name]):.4g}; above greenshift in "
+            f"{above['greenshift']} and above local_searches_10 in {above['local_searches_10']} of {seeds} "
+            f"seeds; reaches random's final in {reached} of {seeds}"
+        )
+    path = write_result(
+        "smac_settings",
+        {
+            "seeds": seeds,
+            "budget_epochs": budget,
+            "final_hypervolume": finals,
+            "fraction_to_reach_random": reach,
+        },
+    )
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
