@@ -212,7 +212,6 @@ def _train_and_evaluate(
     outcome: dict[str, Any],
     start: float,
 ) -> None:
-
     from greenshift.objectives import evaluate
     from greenshift.search.space import config_from_values
     from greenshift.train import train
