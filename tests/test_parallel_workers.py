@@ -66,8 +66,9 @@ def test_workers_of_an_existing_cluster_split_their_hosts_cores(tmp_path, local_
 
 
 @pytest.mark.slow
-def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path):
-    # Dask's nanny exports MALLOC_TRIM_THRESHOLD_, which made every trial on a worker twice as slow.
+def test_local_cluster_workers_keep_glibcs_adaptive_malloc_and_do_not_profile(tmp_path):
+    # Dask's nanny exports MALLOC_TRIM_THRESHOLD_, which made every trial on a worker twice as slow;
+    # the workers' statistical profiler cost 7 % of the trials' time with every core busy.
     # A fresh interpreter: a cluster started by another test may have left the variable in this one.
     script = textwrap.dedent(
         f"""
@@ -77,6 +78,8 @@ def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path):
                                            workers=2))
         client = search.get_dask_client()
         print(sorted(set(map(str, client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()))))
+        import dask
+        print(sorted(set(client.run(lambda: dask.config.get("distributed.worker.profile.enabled")).values())))
         client.close()
         search._own_cluster.close()
         """
@@ -84,7 +87,46 @@ def test_local_cluster_workers_keep_glibcs_adaptive_malloc(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "['None']"
+    assert out.stdout.strip().splitlines()[-2:] == ["['None']", "[False]"]
+
+
+def _constant_target(config, seed: int = 0, budget: float | None = None) -> float:
+    return 1.0
+
+
+def test_dask_runner_runs_identical_trials_as_separate_tasks(tmp_path, local_dask_client):
+    # A trial has side effects (checkpoints, measured energy): submitting the same trial twice must run
+    # it twice. Dask's default pure=True would give both one task key, and hash the runner every time.
+    from ConfigSpace import ConfigurationSpace, Float
+    from smac.runhistory import TrialInfo
+
+    from greenshift.search.smac_runner import make_runner, make_scenario
+
+    space = ConfigurationSpace(seed=0)
+    space.add(Float("x", (0.0, 1.0)))
+    scenario = make_scenario(
+        space,
+        optimizer="random",
+        objectives=["loss"],
+        output_directory=tmp_path / "smac",
+        seed=0,
+        n_trials=2,
+        min_epochs=1,
+        max_epochs=1,
+        n_workers=2,
+    )
+    with local_dask_client(2) as client:
+        runner = make_runner(scenario, _constant_target, client)
+        info = TrialInfo(config=space.get_default_configuration(), seed=0)
+        runner.submit_trial(info)
+        runner.submit_trial(info)
+        assert len({future.key for future in runner._pending_trials}) == 2
+        runner.wait()
+        results = list(runner.iter_results())
+        while runner.is_running():
+            runner.wait()
+            results += list(runner.iter_results())
+    assert [value.cost for _, value in results] == [1.0, 1.0]
 
 
 def test_worker_index_comes_from_the_workers_name():
