@@ -45,8 +45,21 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
             f"| {v} | {d['train_step_s'][v]:.3f} | {d['train_ratio'][v]:.3f} | "
             f"{d['inference_s'][v]:.3f} | {d['inference_ratio'][v]:.3f} |"
         )
-    memory = d.get("peak_memory_mb") or d.get("peak_rss_mb")
-    extra = [f"Peak memory (MB): {json.dumps(memory)}"] if memory else []
+    memory = d.get("peak_rss_mib") or {}
+    extra = []
+    if memory:
+        extra = [
+            "Peak resident memory of a fresh process per variant and phase (MiB; interpreter and torch "
+            "included, so compare within a column):",
+            "",
+            "| variant | model built | after 2 training steps | after 1 inference batch |",
+            "|---|---|---|---|",
+            *(
+                f"| {v} | {memory[v]['build']:.0f} | {memory[v]['train']:.0f} | {memory[v]['inference']:.0f} |"
+                for v in ("float", "Q", "PS")
+                if v in memory
+            ),
+        ]
     return [
         f"ResNet20, batch {d['train_batch']} (train) / {d['inference_batch']} (inference), 32x32, "
         f"{d['threads']} threads; medians of interleaved rounds. Targets: train <= 1.05x, inference <= 1.2x.",
