@@ -148,7 +148,8 @@ def make_facade(
     # 1000 random challengers (SMAC's BlackBoxFacade default) instead of the HPO facade's 10000: in 5
     # seeds of smac on digits (small CNN, 90 epochs) 1000 ended with the larger hypervolume in four and
     # the smaller in one. 5 local searches instead of 10 (about a quarter less time per ask): in 5 seeds
-    # at 270 epochs, 5 ended with the larger hypervolume in four (median +17 %); docs/search.md.
+    # at 270 epochs, 5 ended with the larger hypervolume in three and reached random search's final
+    # hypervolume in all five instead of three (bench/smac_settings.py; docs/search.md).
     maximizer = HyperparameterOptimizationFacade.get_acquisition_maximizer(
         scenario, challengers=1000, local_search_iterations=5
     )
