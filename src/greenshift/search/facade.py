@@ -292,8 +292,8 @@ class DSNNSearch:
         # glibc's adaptive mmap threshold, so every large tensor is mmapped and page-faulted afresh,
         # which made trials twice as slow as in process (bench/dask_scaling.py). None leaves it out.
         # The workers' statistical profiler only feeds the dashboard, which greenshift does not start;
-        # its thread takes the GIL every 10 ms, and with every core busy each handover waited for the
-        # scheduler: 2 workers finished 24 trials 7 % sooner without it (bench/dask_scaling.py).
+        # its thread takes the GIL every 10 ms, and with every core busy each handover waits for the
+        # operating system to schedule a thread: 2 workers finished 24 trials 7 % sooner without it.
         own_cluster_config = {
             "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
             "distributed.worker.profile.enabled": False,

@@ -247,7 +247,8 @@ def single_thread_forest(scenario: Scenario) -> RandomForest:
 
 
 class ResilientDaskRunner(DaskParallelRunner):
-    """SMAC's Dask runner, except that a trial whose worker died is reported as crashed.
+    """SMAC's Dask runner, except that a trial whose worker died is reported as crashed, and trials
+    are submitted as impure tasks (see :meth:`submit_trial`).
 
     SMAC's runner re-raises the exception of a lost future (e.g. ``KilledWorker``) out of the
     optimisation loop, which would end the whole search; greenshift records it and goes on.
