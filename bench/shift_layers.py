@@ -20,6 +20,11 @@ which would report the parent's size; ``ru_maxrss`` is the fallback where ``/pro
 number includes the interpreter and the torch libraries (the same for all variants); the baseline of
 a subprocess that only builds the model is reported too, so a phase's own growth is the difference.
 
+Two diagnostic Q variants join the interleaved training rounds, to show where the training overhead
+goes: the layer input copied into the layer's buffer instead of rounded, and the
+layer input passed to the convolution unrounded (weight rounding and the fused autograd node only).
+They patch greenshift's layer module for the duration of their step and are not models anyone ships.
+
 Run ``python bench/shift_layers.py`` (a few minutes on an idle machine) or ``--quick`` for a smoke run. The result
 is printed and written to ``bench/results/shift_layers.json``.
 """
@@ -27,6 +32,7 @@ is printed and written to ``bench/results/shift_layers.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -36,14 +42,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
 
 from greenshift.models import get_model
-from greenshift.shift import convert_to_shift, count_shiftable_layers
+from greenshift.shift import convert_to_shift, count_shiftable_layers, layers
 
 VARIANTS = ("float", "Q", "PS")
 TRAIN_BATCH = 128
@@ -77,6 +84,41 @@ def train_step_fn(model: nn.Module) -> Callable[[], None]:
         optimiser.step()
 
     return step
+
+
+BREAKDOWN = {
+    "Q_input_copied": "Q, layer input copied into the layer's buffer instead of rounded",
+    "Q_input_unrounded": "Q, layer input not rounded (weight rounding and autograd node only)",
+}
+
+
+@contextlib.contextmanager
+def input_rounding_replaced(variant: str) -> Iterator[None]:
+    """Replace the fixed-point rounding of shift-layer inputs as ``variant`` of :data:`BREAKDOWN` says."""
+
+    def copied(x, integer_bits, fraction_bits, two_op, out=None):
+        return x.clone() if out is None else out.copy_(x)
+
+    def unrounded(x, integer_bits, fraction_bits, two_op, out=None):
+        return x
+
+    replacement = copied if variant == "Q_input_copied" else unrounded
+    with (
+        mock.patch.object(layers, "_round_fixed_point_by", replacement),
+        mock.patch.object(layers, "_two_op_applies", lambda x, integer_bits, fraction_bits: False),
+    ):
+        yield
+
+
+def breakdown_step_fn(variant: str) -> Callable[[], None]:
+    """A Q training step (:func:`train_step_fn`) with its input rounding replaced for ``variant``."""
+    step = train_step_fn(build("Q"))
+
+    def patched_step() -> None:
+        with input_rounding_replaced(variant):
+            step()
+
+    return patched_step
 
 
 def inference_fn(model: nn.Module) -> Callable[[], None]:
@@ -167,9 +209,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         v: {phase: peak_rss_mib(v, phase) for phase in ("build", "train", "inference")} for v in VARIANTS
     }
     models = {variant: build(variant) for variant in VARIANTS}
-    train_times = interleaved_times(
-        {v: train_step_fn(copy.deepcopy(m)) for v, m in models.items()}, train_rounds, warmup
-    )
+    train_fns = {v: train_step_fn(copy.deepcopy(m)) for v, m in models.items()}
+    train_fns.update({v: breakdown_step_fn(v) for v in BREAKDOWN})
+    train_times = interleaved_times(train_fns, train_rounds, warmup)
+    breakdown_times = {v: train_times.pop(v) for v in BREAKDOWN}
     infer_times = interleaved_times({v: inference_fn(m) for v, m in models.items()}, infer_rounds, warmup)
     train = {v: statistics.median(t) for v, t in train_times.items()}
     infer = {v: statistics.median(t) for v, t in infer_times.items()}
@@ -189,6 +232,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "train_step_s": train,
         "inference_s": infer,
         "train_ratio": {v: train[v] / train["float"] for v in VARIANTS},
+        "train_breakdown_ratio": {
+            v: statistics.median(t) / train["float"] for v, t in breakdown_times.items()
+        },
+        "train_breakdown_paired_ratio": {
+            v: statistics.median(a / b for a, b in zip(t, train_times["float"], strict=True))
+            for v, t in breakdown_times.items()
+        },
         "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
         "train_ratio_of_minima": train_min,
         "inference_ratio_of_minima": infer_min,
@@ -214,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} {train_min[v]:6.3f} {train_paired[v]:6.3f} "
             f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f} {infer_paired[v]:6.3f}   {rss}"
         )
+    for v, ratio in result["train_breakdown_ratio"].items():  # type: ignore[union-attr]
+        paired = result["train_breakdown_paired_ratio"][v]  # type: ignore[index]
+        print(f"{BREAKDOWN[v]}: train ratio {ratio:.3f} (pair {paired:.3f})")
     print(f"load average after the run: {load}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -45,6 +45,20 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
             f"| {v} | {d['train_step_s'][v]:.3f} | {d['train_ratio'][v]:.3f} | "
             f"{d['inference_s'][v]:.3f} | {d['inference_ratio'][v]:.3f} |"
         )
+    breakdown = d.get("train_breakdown_ratio") or {}
+    labels = {
+        "Q_input_copied": "Q with the layer input copied into its buffer instead of rounded",
+        "Q_input_unrounded": "Q with the layer input not rounded at all",
+    }
+    explained = []
+    if breakdown:
+        explained = [
+            "Where the training overhead goes (diagnostic variants timed in the same interleaved rounds; "
+            "ratio of medians to float):",
+            "",
+            *(f"- {labels.get(v, v)}: {ratio:.3f}" for v, ratio in breakdown.items()),
+            "",
+        ]
     memory = d.get("peak_rss_mib") or {}
     extra = []
     if memory:
@@ -66,6 +80,7 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
         "",
         *rows,
         "",
+        *explained,
         *extra,
     ]
 
