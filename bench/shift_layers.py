@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     train_fns.update({v: breakdown_step_fn(v) for v in BREAKDOWN})
     train_times = interleaved_times(train_fns, train_rounds, warmup)
     breakdown_times = {v: train_times.pop(v) for v in BREAKDOWN}
+    breakdown = {
+        v: statistics.median(t) / statistics.median(train_times["float"]) for v, t in breakdown_times.items()
+    }
+    breakdown_paired = _paired_ratio({**breakdown_times, "float": train_times["float"]})
+    del breakdown_paired["float"]
     infer_times = interleaved_times({v: inference_fn(m) for v, m in models.items()}, infer_rounds, warmup)
     train = {v: statistics.median(t) for v, t in train_times.items()}
     infer = {v: statistics.median(t) for v, t in infer_times.items()}
@@ -232,13 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "train_step_s": train,
         "inference_s": infer,
         "train_ratio": {v: train[v] / train["float"] for v in VARIANTS},
-        "train_breakdown_ratio": {
-            v: statistics.median(t) / train["float"] for v, t in breakdown_times.items()
-        },
-        "train_breakdown_paired_ratio": {
-            v: statistics.median(a / b for a, b in zip(t, train_times["float"], strict=True))
-            for v, t in breakdown_times.items()
-        },
+        "train_breakdown_ratio": breakdown,
+        "train_breakdown_paired_ratio": breakdown_paired,
         "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
         "train_ratio_of_minima": train_min,
         "inference_ratio_of_minima": infer_min,
@@ -264,9 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"{v:8s} {train[v]:9.3f} {train[v] / train['float']:6.3f} {train_min[v]:6.3f} {train_paired[v]:6.3f} "
             f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f} {infer_paired[v]:6.3f}   {rss}"
         )
-    for v, ratio in result["train_breakdown_ratio"].items():  # type: ignore[union-attr]
-        paired = result["train_breakdown_paired_ratio"][v]  # type: ignore[index]
-        print(f"{BREAKDOWN[v]}: train ratio {ratio:.3f} (pair {paired:.3f})")
+    for v, ratio in breakdown.items():
+        print(f"{BREAKDOWN[v]}: train ratio {ratio:.3f} (pair {breakdown_paired[v]:.3f})")
     print(f"load average after the run: {load}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
