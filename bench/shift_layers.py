@@ -20,9 +20,11 @@ which would report the parent's size; ``ru_maxrss`` is the fallback where ``/pro
 number includes the interpreter and the torch libraries (the same for all variants); the baseline of
 a subprocess that only builds the model is reported too, so a phase's own growth is the difference.
 
-Two diagnostic Q variants join the interleaved training rounds, to show where the training overhead
-goes: the layer input copied into the layer's buffer instead of rounded, and the
-layer input passed to the convolution unrounded (weight rounding and the fused autograd node only).
+Three diagnostic Q variants join the interleaved training rounds, to show where the training overhead
+goes: the layer input copied into the layer's buffer instead of rounded; the layer input passed to the
+convolution unrounded (weight rounding and the fused autograd node only); and the layer input rounded
+in place, behind autograd's back, which is how the reference DeepShift code avoids a second tensor
+(it changes what every other reader of that tensor sees, so greenshift does not do it).
 They patch greenshift's layer module for the duration of their step and are not models anyone ships.
 
 Run ``python bench/shift_layers.py`` (a few minutes on an idle machine) or ``--quick`` for a smoke run. The result
@@ -89,12 +91,14 @@ def train_step_fn(model: nn.Module) -> Callable[[], None]:
 BREAKDOWN = {
     "Q_input_copied": "Q, layer input copied into the layer's buffer instead of rounded",
     "Q_input_unrounded": "Q, layer input not rounded (weight rounding and autograd node only)",
+    "Q_input_in_place": "Q, layer input rounded in place (the reference DeepShift's technique)",
 }
 
 
 @contextlib.contextmanager
 def input_rounding_replaced(variant: str) -> Iterator[None]:
     """Replace the fixed-point rounding of shift-layer inputs as ``variant`` of :data:`BREAKDOWN` says."""
+    rounded = layers._round_fixed_point_by
 
     def copied(x, integer_bits, fraction_bits, two_op, out=None):
         return x.clone() if out is None else out.copy_(x)
@@ -102,6 +106,14 @@ def input_rounding_replaced(variant: str) -> Iterator[None]:
     def unrounded(x, integer_bits, fraction_bits, two_op, out=None):
         return x
 
+    def in_place(x, integer_bits, fraction_bits, two_op, out=None):
+        # ``.data`` has its own version counter, so autograd does not notice the write (as in the reference).
+        return rounded(x.data, integer_bits, fraction_bits, two_op, out=x.data)
+
+    if variant == "Q_input_in_place":
+        with mock.patch.object(layers, "_round_fixed_point_by", in_place):
+            yield
+        return
     replacement = copied if variant == "Q_input_copied" else unrounded
     with (
         mock.patch.object(layers, "_round_fixed_point_by", replacement),

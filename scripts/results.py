@@ -49,6 +49,7 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
     labels = {
         "Q_input_copied": "Q with the layer input copied into its buffer instead of rounded",
         "Q_input_unrounded": "Q with the layer input not rounded at all",
+        "Q_input_in_place": "Q with the layer input rounded in place (the reference DeepShift's technique)",
     }
     explained = []
     if breakdown:
