@@ -5,15 +5,17 @@ budget (small CNN on digits, 1 to 9 epochs, eta 3). Per seed and variant the scr
 hypervolume and the budget fraction at which the variant reaches ``random``'s final hypervolume,
 then how many seeds each variant ends above greenshift's setting. docs/search.md quotes it.
 
-Variants (the first is greenshift's setting, the second its former one, the others change one more
-setting of the former):
+Variants (the first is greenshift's setting, every other changes one or two of its settings):
 
-* ``greenshift``: 1000 random challengers, 5 local searches per acquisition optimisation, SMAC's
-  initial design;
-* ``local_searches_10``: SMAC's 10 local searches;
-* ``local_searches_10_plateau_5``: 10 local searches of at most 5 plateau steps instead of 10;
-* ``local_searches_10_initial_6``: 10 local searches, 6 random initial configurations instead of
-  SMAC's size (a quarter of the trials the budget affords).
+* ``greenshift``: 1000 random challengers, 5 local searches of up to 5 plateau steps per acquisition
+  optimisation, the modelled energy priced before training (``greenshift.search.known_energy``) and
+  an initial design of the first Hyperband bracket's size (9 random configurations here);
+* ``energy_learned``: SMAC's forest learns the ParEGO scalarisation of loss and energy from the trials,
+  with SMAC's initial design (a quarter of the trials the budget affords: 21 here);
+* ``smac_initial_design``: the energy priced in advance, with SMAC's initial design;
+* ``plateau_10``: local searches of up to 10 plateau steps (SMAC's walk; greenshift's setting before
+  the energy was priced in advance);
+* ``local_searches_10``: SMAC's 10 local searches of up to 10 plateau steps.
 
     python bench/smac_settings.py [--seeds 5] [--budget 270] [--variants NAME ...] [--quick]
 """
@@ -29,41 +31,31 @@ from unittest import mock
 from common import budget_limited_search, common_reference, hypervolume_at, hypervolume_curve, write_result
 from search_efficiency import fraction_to_reach
 
-VARIANTS = ("greenshift", "local_searches_10", "local_searches_10_plateau_5", "local_searches_10_initial_6")
+VARIANTS = ("greenshift", "energy_learned", "smac_initial_design", "plateau_10", "local_searches_10")
 
 
 @contextlib.contextmanager
 def variant_settings(name: str) -> Iterator[None]:
-    """greenshift's SMAC wiring with the one setting of ``name`` changed."""
-    from smac import HyperparameterOptimizationFacade, MultiFidelityFacade
+    """greenshift's SMAC wiring with the settings of ``name`` changed."""
+    from greenshift.search import DSNNSearch, smac_runner
 
-    from greenshift.search import smac_runner
-
-    maximizer = HyperparameterOptimizationFacade.get_acquisition_maximizer
-
-    def changed_maximizer(scenario, *, challengers: int, local_search_iterations: int):
-        if name.startswith("local_searches_10"):
-            local_search_iterations = 10
-        result = maximizer(scenario, challengers=challengers, local_search_iterations=local_search_iterations)
-        if name.endswith("plateau_5"):
-            result._local_search._n_steps_plateau_walk = 5
-        return result
-
-    class SmallInitialDesign(MultiFidelityFacade):
-        @staticmethod
-        def get_initial_design(scenario, **kwargs):
-            return MultiFidelityFacade.get_initial_design(scenario, n_configs=6)
-
+    maximizer = smac_runner.acquisition_maximizer
+    acquisition = {
+        "plateau_10": {"n_steps_plateau_walk": 10},
+        "local_searches_10": {"n_steps_plateau_walk": 10, "local_search_iterations": 10},
+    }.get(name, {})
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             mock.patch.object(
-                smac_runner.HyperparameterOptimizationFacade,
-                "get_acquisition_maximizer",
-                staticmethod(changed_maximizer),
+                smac_runner, "acquisition_maximizer", lambda scenario: maximizer(scenario, **acquisition)
             )
         )
-        if name.endswith("initial_6"):
-            stack.enter_context(mock.patch.object(smac_runner, "MultiFidelityFacade", SmallInitialDesign))
+        if name == "energy_learned":
+            stack.enter_context(
+                mock.patch.object(DSNNSearch, "get_known_objectives", lambda self, trial_settings: None)
+            )
+        if name == "smac_initial_design":
+            stack.enter_context(mock.patch.object(smac_runner, "first_bracket_configs", lambda *args: None))
         yield
 
 

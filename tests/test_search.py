@@ -449,4 +449,5 @@ def test_acquisition_optimisation_uses_the_measured_settings(tmp_path, optimizer
     # docs/search.md gives the evidence for both numbers
     assert maximizer._challengers == 1000
     assert maximizer._local_search_iterations == 5
+    assert maximizer._local_search._n_steps_plateau_walk == 5
     assert isinstance(facade._model, SerialRandomForest)

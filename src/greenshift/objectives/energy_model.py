@@ -645,3 +645,21 @@ def model_energy_j(model: nn.Module, input_shape: Sequence[int], table: EnergyTa
     """Modelled inference energy per image in joules (sum of :func:`layer_energy` over all layers)."""
     table = table or default_energy_table()
     return sum(layer_energy(ops, table).total_pj for ops in count_ops(model, input_shape)) * PICO
+
+
+def energy_with_shift_settings_j(
+    ops: Sequence[LayerOps], weight_bits: int, act_bits: int, table: EnergyTable | None = None
+) -> float:
+    """Modelled energy per image in joules of counted ``ops`` with every shift layer at new widths.
+
+    A shift layer's counts do not depend on its widths, only its costs do, so the energy of a network
+    whose shift layers get ``weight_bits`` and ``act_bits`` follows from the counts of the same network
+    at any other widths: the search prices many configurations from one count per shift depth.
+    """
+    table = table or default_energy_table()
+    total_pj = 0.0
+    for layer in ops:
+        if layer.kind == "shift":
+            layer = replace(layer, weight_bits=weight_bits, act_bits=act_bits)
+        total_pj += layer_energy(layer, table).total_pj
+    return total_pj * PICO

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenshift.errors import ConfigError
+import numpy as np
+
+from greenshift.errors import ConfigError, GreenshiftError
+from greenshift.search.known_energy import KNOWN_OBJECTIVES, ConfigurationEnergy, known_objective_indices
 from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
 from greenshift.search.smac_runner import (
     OPTIMIZERS,
@@ -40,6 +43,7 @@ from greenshift.search.trial import (
     OK,
     TIMEOUT,
     TrialSettings,
+    dataset_shape,
     prepare_worker,
     run_trial,
 )
@@ -171,8 +175,6 @@ def pareto_records(
     records: Sequence[TrialRecord], objectives: Sequence[str], max_epochs: int
 ) -> list[TrialRecord]:
     """Non-dominated OK trials at the maximum budget (lower budgets never mix into the front)."""
-    import numpy as np
-
     from greenshift.objectives.pareto import non_dominated_mask
 
     candidates = [r for r in records if r.status == TrialStatus.OK and r.budget_epochs >= max_epochs]
@@ -327,6 +329,41 @@ class DSNNSearch:
             fixed_extra=dict(fixed_extra),
         )
 
+    def get_known_objectives(
+        self, trial_settings: TrialSettings
+    ) -> Callable[[Mapping[str, Any], int], Any] | None:
+        """The objectives SMAC can take as known instead of learning them (see :mod:`.known_energy`).
+
+        None for random search, when fewer than all objectives but one are known before training, when
+        the data set cannot be read (its trials then record why), and for a custom trial function, whose
+        objectives need not be greenshift's.
+        """
+        s = self.settings
+        names = [n for n in s.objectives if n in KNOWN_OBJECTIVES]
+        if (
+            s.optimizer == "random"
+            or self.trial_function is not run_trial
+            or known_objective_indices(s.objectives) is None
+        ):
+            return None
+        try:
+            num_classes, input_shape = dataset_shape(trial_settings)
+        except GreenshiftError as exc:
+            logger.debug("pricing configurations before training is off: %s", exc)
+            return None
+        pricers = {
+            "energy_model_j": ConfigurationEnergy(
+                s.backbone,
+                num_classes,
+                input_shape,
+                energy_table=s.energy_table,
+                fixed_extra=trial_settings.fixed_extra,
+            )
+        }
+        return lambda columns, count: np.column_stack(
+            [pricers[name].of_columns(columns, count) for name in names]
+        )
+
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         """Run (or resume) the search until a limit is reached; returns the result from the store."""
@@ -405,17 +442,18 @@ class DSNNSearch:
             n_workers=max(1, s.workers),
         )
         store.set_state("scenario_trials", scenario.n_trials)
+        client = self.get_dask_client()
+        trial_settings = self.get_trial_settings(fixed_extra)
+        if self.trial_function is run_trial:
+            _prepare_workers(client, trial_settings)
         smac = make_facade(
             scenario,
             optimizer=s.optimizer,
             eta=s.eta,
             objective_weights=s.objective_weights,
             verbose=s.verbose,
+            known_objectives=self.get_known_objectives(trial_settings),
         )
-        client = self.get_dask_client()
-        trial_settings = self.get_trial_settings(fixed_extra)
-        if self.trial_function is run_trial:
-            _prepare_workers(client, trial_settings)
         target = SmacTarget(trial_settings, self.trial_function)
         runner = make_runner(scenario, target, client)
         capacity = _worker_capacity(runner, s.workers)
@@ -681,8 +719,6 @@ def _progress_hypervolume(
     """Hypervolume of the current front against the default-based reference (None before the default)."""
     if default is None or not front:
         return None
-    import numpy as np
-
     from greenshift.objectives.pareto import hypervolume, reference_point_for
 
     reference = reference_point_for(list(objectives), {n: default.objectives[n] for n in objectives})

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ConfigSpace import Configuration, ConfigurationSpace
 from smac import HyperparameterOptimizationFacade, MultiFidelityFacade, RandomFacade, Scenario
+from smac.acquisition.function import EI
+from smac.acquisition.maximizer import LocalAndSortedRandomSearch
 from smac.intensifier.hyperband import Hyperband
 from smac.model.random_forest import RandomForest
 from smac.multi_objective.parego import ParEGO
 from smac.runhistory import StatusType, TrialInfo, TrialValue
 from smac.runner import DaskParallelRunner, TargetFunctionRunner
+
+from greenshift.search.known_energy import (
+    KnownEnergySurrogate,
+    ModelledObjectiveEncoder,
+    known_objective_indices,
+)
 
 OPTIMIZERS = ("smac", "smac-bo", "random")
 
@@ -49,11 +57,30 @@ class PreferenceParEGO(ParEGO):
         meta["preference"] = None if self._preference is None else self._preference.tolist()
         return meta
 
+    @property
+    def weights(self) -> np.ndarray | None:
+        """The weights of the current iteration (None before SMAC's first iteration)."""
+        return self._theta
+
+    @property
+    def rho(self) -> float:
+        """Weight of the augmentation term ``rho * sum_i(w_i f_i)`` of the scalarisation."""
+        return float(self._rho)
+
     def update_on_iteration_start(self) -> None:
         if self._preference is None:
             super().update_on_iteration_start()
             return
         self._theta = self._rng.dirichlet(self._preference * self._concentration + 1e-3)
+
+
+def _hyperband_s_max(min_epochs: float, max_epochs: float, eta: int) -> int:
+    return math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9)
+
+
+def first_bracket_configs(min_epochs: float, max_epochs: float, eta: int) -> int:
+    """How many configurations Hyperband's first (most exploratory) bracket starts: ``eta**s_max``."""
+    return int(eta ** _hyperband_s_max(min_epochs, max_epochs, eta))
 
 
 def hyperband_iteration(
@@ -66,7 +93,7 @@ def hyperband_iteration(
     1/eta share per stage. A promotion costs the stage's epochs, or only the extra epochs when
     promoted configurations continue from their checkpoint.
     """
-    s_max = math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9)
+    s_max = _hyperband_s_max(min_epochs, max_epochs, eta)
     trials, epochs = 0, 0.0
     for s in range(s_max, -1, -1):
         n = math.ceil((s_max + 1) / (s + 1) * eta**s)
@@ -138,43 +165,89 @@ def make_scenario(
 
 
 def make_facade(
-    scenario: Scenario, *, optimizer: str, eta: int, objective_weights: Sequence[float] | None, verbose: bool
+    scenario: Scenario,
+    *,
+    optimizer: str,
+    eta: int,
+    objective_weights: Sequence[float] | None,
+    verbose: bool,
+    known_objectives: Callable[[Mapping[str, np.ndarray], int], np.ndarray] | None = None,
 ) -> Any:
-    """The SMAC facade for ``optimizer``; trials are run by greenshift, so no target function is given."""
+    """The SMAC facade for ``optimizer``; trials are run by greenshift, so no target function is given.
+
+    ``known_objectives(columns, count)`` prices configurations given field by field with the objectives
+    that need no training (:data:`~greenshift.search.known_energy.KNOWN_OBJECTIVES`, in the scenario's
+    order; see :class:`~greenshift.search.known_energy.KnownEnergySurrogate`); when given and
+    exactly one other objective remains, the model-based optimisers learn only that one and add the known
+    ones exactly (:mod:`greenshift.search.known_energy`).
+    """
     logging_level: int = logging.INFO if verbose else logging.ERROR
     mo = PreferenceParEGO(scenario, objective_weights)
-    common = {"multi_objective_algorithm": mo, "overwrite": True, "logging_level": logging_level}
-    # The acquisition optimisation is most of the search's own time per trial (bench/search_overhead.py).
-    # 1000 random challengers (SMAC's BlackBoxFacade default) instead of the HPO facade's 10000: in 5
-    # seeds of smac on digits (small CNN, 90 epochs) 1000 ended with the larger hypervolume in four and
-    # the smaller in one. 5 local searches instead of 10 (about a quarter less time per ask): in 5 seeds
-    # at 270 epochs, 5 ended with the larger hypervolume in three and reached random search's final
-    # hypervolume in all five instead of three (bench/smac_settings.py; docs/search.md).
-    maximizer = HyperparameterOptimizationFacade.get_acquisition_maximizer(
-        scenario, challengers=1000, local_search_iterations=5
-    )
-    if optimizer == "smac":
-        intensifier = StoreFrontHyperband(scenario, eta=eta, instance_seed_order="shuffle_once")
-        return MultiFidelityFacade(
-            scenario,
-            None,
-            intensifier=intensifier,
-            model=single_thread_forest(scenario),
-            acquisition_maximizer=maximizer,
-            **common,
+    common: dict[str, Any] = {
+        "multi_objective_algorithm": mo,
+        "overwrite": True,
+        "logging_level": logging_level,
+    }
+    split = known_objective_indices(list(scenario.objectives)) if known_objectives is not None else None
+    surrogate: KnownEnergySurrogate | None = None
+    if split is None or optimizer not in ("smac", "smac-bo"):
+        model: RandomForest | KnownEnergySurrogate = single_thread_forest(scenario)
+    else:
+        known_indices, modelled_index = split
+        # The forest learns the normalised loss in [0, 1] directly, so neither it nor EI works in log space.
+        surrogate = KnownEnergySurrogate(
+            single_thread_forest(scenario, log_y=False),
+            scenario.configspace,
+            known=known_objectives,
+            known_indices=known_indices,
+            modelled_index=modelled_index,
+            seed=scenario.seed,
         )
-    if optimizer == "smac-bo":
-        intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
-        return HyperparameterOptimizationFacade(
-            scenario,
-            None,
-            intensifier=intensifier,
-            model=single_thread_forest(scenario),
-            acquisition_maximizer=maximizer,
-            **common,
+        model = surrogate
+        common["runhistory_encoder"] = ModelledObjectiveEncoder(scenario, modelled_index)
+        common["acquisition_function"] = EI(xi=0.0, log=False)
+        if optimizer == "smac":
+            # With only the loss to learn, the forest is useful after the first bracket's random configurations:
+            # in 5 seeds (small CNN on digits, 270 epochs) this design of 9 reached random search's final
+            # hypervolume at a median 0.19 of the budget, SMAC's 21 at 0.51 (bench/smac_settings.py).
+            common["initial_design"] = MultiFidelityFacade.get_initial_design(
+                scenario,
+                n_configs=first_bracket_configs(scenario.min_budget, scenario.max_budget, eta),
+            )
+    maximizer = acquisition_maximizer(scenario)
+    if optimizer in ("smac", "smac-bo"):
+        if optimizer == "smac":
+            facade_type: Any = MultiFidelityFacade
+            intensifier: Any = StoreFrontHyperband(scenario, eta=eta, instance_seed_order="shuffle_once")
+        else:
+            facade_type = HyperparameterOptimizationFacade
+            intensifier = HyperparameterOptimizationFacade.get_intensifier(scenario, max_config_calls=1)
+        facade = facade_type(
+            scenario, None, intensifier=intensifier, model=model, acquisition_maximizer=maximizer, **common
         )
+        if surrogate is not None:
+            surrogate.attach(facade.runhistory, mo)
+        return facade
     intensifier = RandomFacade.get_intensifier(scenario, max_config_calls=1)
     return RandomFacade(scenario, None, intensifier=intensifier, **common)
+
+
+# The acquisition optimisation is most of the search's own time per trial (bench/search_overhead.py), so
+# it is lighter than SMAC's HPO facade's (10000 challengers, 10 local searches of up to 10 plateau steps),
+# each setting kept only after measuring the search's result (bench/smac_settings.py; docs/search.md):
+# 1000 random challengers (SMAC's BlackBoxFacade default): in 5 seeds of smac on digits (small CNN,
+# 90 epochs) they ended with the larger hypervolume in four; 5 local searches of up to 5 plateau steps:
+# with the energy priced in advance, they reach random search's final hypervolume as soon as 5 searches
+# of 10 steps (median 0.19 of 270 epochs in 5 seeds, final hypervolume within 5 %) at 16 instead of 25 ms
+# of search overhead per trial.
+ACQUISITION_SETTINGS = {"challengers": 1000, "local_search_iterations": 5, "n_steps_plateau_walk": 5}
+
+
+def acquisition_maximizer(scenario: Scenario, **changes: Any) -> LocalAndSortedRandomSearch:
+    """SMAC's local-and-random acquisition search with greenshift's :data:`ACQUISITION_SETTINGS` (or ``changes``)."""
+    return LocalAndSortedRandomSearch(
+        scenario.configspace, seed=scenario.seed, **{**ACQUISITION_SETTINGS, **changes}
+    )
 
 
 class StoreFrontHyperband(Hyperband):
@@ -219,7 +292,7 @@ class SerialRandomForest(RandomForest):
         return per_tree.mean(axis=1).reshape(-1, 1), per_tree.var(axis=1).reshape(-1, 1)
 
 
-def single_thread_forest(scenario: Scenario) -> RandomForest:
+def single_thread_forest(scenario: Scenario, *, log_y: bool = True) -> RandomForest:
     """SMAC's default random forest, fitted and queried in one thread.
 
     Settings that differ from SMAC's, all for speed (bench/search_overhead.py measures it):
@@ -228,10 +301,11 @@ def single_thread_forest(scenario: Scenario) -> RandomForest:
     ``max_leaf_nodes=None`` instead of 2**20: that limit never binds for a search's few hundred points,
     but it switches scikit-learn to its best-first tree builder, which took 0.9 s per forest fit here
     against 15 ms for the depth-first builder (same trees in distribution); and predictions without
-    joblib (:class:`SerialRandomForest`).
+    joblib (:class:`SerialRandomForest`). ``log_y`` says whether the encoder hands it log-scaled costs
+    (SMAC's facades for ``smac`` and ``smac-bo``).
     """
     return SerialRandomForest(
-        log_y=True,
+        log_y=log_y,
         n_trees=10,
         bootstrapping=True,
         ratio_features=1.0,

@@ -65,21 +65,41 @@ def model_checkpoint(run_dir: str | Path, config_key: str, seed: int, budget_epo
 _DATASETS: dict[tuple[Any, ...], Any] = {}
 
 
-def _dataset_for(settings: TrialSettings, device: Any) -> Any:
-    """Load the data set once per worker process and keep it on the worker's device."""
+def _load_dataset(settings: TrialSettings) -> Any:
     from greenshift.data import load_dataset
 
-    key = (settings.dataset, settings.data_dir, settings.image_size, settings.split_seed, str(device))
+    return load_dataset(
+        settings.dataset,
+        data_dir=settings.data_dir,
+        image_size=settings.image_size,
+        split_seed=settings.split_seed,
+    )
+
+
+def _dataset_key(settings: TrialSettings) -> tuple[Any, ...]:
+    return (settings.dataset, settings.data_dir, settings.image_size, settings.split_seed)
+
+
+def _dataset_for(settings: TrialSettings, device: Any) -> Any:
+    """Load the data set once per worker process and keep it on the worker's device."""
+    key = (*_dataset_key(settings), str(device))
     if key not in _DATASETS:
         _DATASETS.clear()  # one data set per worker: a new search in the same process replaces it
-        dataset = load_dataset(
-            settings.dataset,
-            data_dir=settings.data_dir,
-            image_size=settings.image_size,
-            split_seed=settings.split_seed,
-        )
-        _DATASETS[key] = dataset.to(device)
+        _DATASETS[key] = _load_dataset(settings).to(device)
     return _DATASETS[key]
+
+
+def dataset_shape(settings: TrialSettings) -> tuple[int, tuple[int, ...]]:
+    """``(number of classes, shape of one input)`` of the search's data set.
+
+    Reads them from this process's loaded copy when it has one (in-process searches), else loads the
+    data set once without keeping it.
+    """
+    key = _dataset_key(settings)
+    dataset = next((d for k, d in _DATASETS.items() if k[:-1] == key), None)
+    if dataset is None:
+        dataset = _load_dataset(settings)
+    return dataset.num_classes, tuple(int(n) for n in dataset.train.images.shape[1:])
 
 
 def prepare_worker(settings: TrialSettings, dask_worker: Any = None) -> None:
