@@ -238,7 +238,7 @@ def make_facade(
 # 1000 random challengers (SMAC's BlackBoxFacade default): in 5 seeds of smac on digits (small CNN,
 # 90 epochs) they ended with the larger hypervolume in four; 5 local searches of up to 5 plateau steps:
 # with the energy priced in advance, they reach random search's final hypervolume as soon as 5 searches
-# of 10 steps (median 0.19 of 270 epochs in 5 seeds, final hypervolume within 5 %) at 16 instead of 25 ms
+# of 10 steps (median 0.19 of 270 epochs in 5 seeds, final hypervolumes within 5 %) at 16 instead of 25 ms
 # of search overhead per trial.
 ACQUISITION_SETTINGS = {"challengers": 1000, "local_search_iterations": 5, "n_steps_plateau_walk": 5}
 
