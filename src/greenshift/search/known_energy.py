@@ -33,7 +33,12 @@ from smac.multi_objective.abstract_multi_objective_algorithm import AbstractMult
 from smac.runhistory import RunHistory
 from smac.runhistory.encoder import RunHistoryEncoder
 
-from greenshift.config import ACTIVATION_FRACTION_BITS_RANGE, ACTIVATION_INTEGER_BITS_RANGE, WEIGHT_BITS_RANGE
+from greenshift.config import (
+    ACTIVATION_FRACTION_BITS_RANGE,
+    ACTIVATION_INTEGER_BITS_RANGE,
+    WEIGHT_BITS_RANGE,
+    DSNNConfig,
+)
 from greenshift.errors import ConfigError
 
 # The objectives greenshift can price from a configuration alone.
@@ -166,7 +171,6 @@ class ConfigurationEnergy:
         """The energy of the layers that stay float at ``depth`` (joules) and the shift layers' counts."""
         import torch
 
-        from greenshift.config import DSNNConfig
         from greenshift.objectives.energy_model import PICO, count_ops, layer_energy
         from greenshift.train.loop import build_model
 
