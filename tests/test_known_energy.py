@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from smac.model.abstract_model import AbstractModel
 
 from greenshift.config import DSNNConfig
+from greenshift.errors import ConfigError
 from greenshift.models import get_model
 from greenshift.objectives import count_ops, energy_with_shift_settings_j, model_energy_j
 from greenshift.search import DSNNSearch, SearchSettings, build_space
@@ -330,3 +331,8 @@ def test_initial_design_with_the_energy_known(tmp_path, optimizer, n_trials, exp
     assert len(known._initial_design.select_configurations()) == expected
     learned = make_facade(scenario, optimizer=optimizer, eta=3, objective_weights=None, verbose=False)
     assert len(learned._initial_design.select_configurations()) == n_trials // 4
+
+
+def test_configuration_energy_refuses_a_depth_beyond_the_backbone():
+    with pytest.raises(ConfigError, match="exceeds the 4 shiftable layers of small_cnn"):
+        ConfigurationEnergy("small_cnn", 10, (1, 8, 8))({"shift_depth": 5})

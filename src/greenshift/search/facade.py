@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
-from greenshift.search.known_energy import KNOWN_OBJECTIVES, ConfigurationEnergy, known_objective_indices
+from greenshift.search.known_energy import ConfigurationEnergy, known_objective_indices
 from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
 from greenshift.search.smac_runner import (
     OPTIMIZERS,
@@ -339,7 +339,6 @@ class DSNNSearch:
         objectives need not be greenshift's.
         """
         s = self.settings
-        names = [n for n in s.objectives if n in KNOWN_OBJECTIVES]
         if (
             s.optimizer == "random"
             or self.trial_function is not run_trial
@@ -351,18 +350,15 @@ class DSNNSearch:
         except GreenshiftError as exc:
             logger.debug("pricing configurations before training is off: %s", exc)
             return None
-        pricers = {
-            "energy_model_j": ConfigurationEnergy(
-                s.backbone,
-                num_classes,
-                input_shape,
-                energy_table=s.energy_table,
-                fixed_extra=trial_settings.fixed_extra,
-            )
-        }
-        return lambda columns, count: np.column_stack(
-            [pricers[name].of_columns(columns, count) for name in names]
+        # The modelled energy is the one objective known before training (KNOWN_OBJECTIVES).
+        energy = ConfigurationEnergy(
+            s.backbone,
+            num_classes,
+            input_shape,
+            energy_table=s.energy_table,
+            fixed_extra=trial_settings.fixed_extra,
         )
+        return lambda columns, count: energy.of_columns(columns, count)[:, None]
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> SearchResult:

@@ -40,6 +40,7 @@ from greenshift.config import (
     DSNNConfig,
 )
 from greenshift.errors import ConfigError
+from greenshift.search.space import config_from_values
 
 # The objectives greenshift can price from a configuration alone.
 KNOWN_OBJECTIVES = ("energy_model_j",)
@@ -82,24 +83,23 @@ class ConfigurationEnergy:
         self.backbone = backbone
         self.num_classes = int(num_classes)
         self.input_shape = tuple(int(s) for s in input_shape)
-        self._table = resolve_energy_table(energy_table)
+        self._energy_table = resolve_energy_table(energy_table)
         self._fixed_extra = dict(fixed_extra or {})
         self._shiftable_layers: int | None = None
-        self._base: Any = None
         self._table_j: np.ndarray | None = None
         self._ops_by_depth: dict[int, tuple[float, list[Any]]] = {}
-        self._energy: dict[tuple[int, int, int], float] = {}
+        self._base = config_from_values({}, self._fixed_extra)
 
     def __call__(self, values: Mapping[str, Any]) -> float:
         """Energy in joules per image of the configuration ``values`` (missing fields take defaults)."""
-        # The model code is imported on first use, as elsewhere in greenshift.search, so that importing
-        # the search (the CLI's start-up) does not load torch.
-        from greenshift.search.space import config_from_values
-
         config = config_from_values(values, self._fixed_extra)
         depth = self._all_layers() if config.shift_depth is None else int(config.shift_depth)
+        if depth > self._all_layers():
+            raise ConfigError(
+                f"shift_depth={depth} exceeds the {self._all_layers()} shiftable layers of {self.backbone}"
+            )
         act_bits = config.activation_integer_bits + config.activation_fraction_bits
-        return self._price(depth, config.weight_bits, act_bits)
+        return float(self._priced(np.array([depth]), np.array([config.weight_bits]), np.array([act_bits]))[0])
 
     def of_columns(self, columns: Mapping[str, np.ndarray], count: int) -> np.ndarray:
         """Energies in joules per image of ``count`` configurations given field by field.
@@ -107,10 +107,6 @@ class ConfigurationEnergy:
         ``columns`` maps fields of :data:`ENERGY_FIELDS` to arrays of valid values as the search space
         produces them; a missing field or a NaN (inactive) takes the search's fixed or default value.
         """
-        from greenshift.search.space import config_from_values
-
-        if self._base is None:
-            self._base = config_from_values({}, self._fixed_extra)
         resolved = {}
         for name in ENERGY_FIELDS:
             default = getattr(self._base, name)
@@ -122,41 +118,37 @@ class ConfigurationEnergy:
             else:
                 given = np.asarray(given, dtype=float)
                 resolved[name] = np.where(np.isnan(given), default, given).astype(np.int64)
-        depth = resolved["shift_depth"]
-        weight_bits = resolved["weight_bits"]
         act_bits = resolved["activation_integer_bits"] + resolved["activation_fraction_bits"]
+        return self._priced(resolved["shift_depth"], resolved["weight_bits"], act_bits)
+
+    def _priced(self, depth: np.ndarray, weight_bits: np.ndarray, act_bits: np.ndarray) -> np.ndarray:
         # A dense table over all (depth, weight bits, activation bits) answers a whole batch with one
         # lookup; finding and pricing a batch's distinct keys one by one cost more than the forest's prediction.
-        if self._table_j is None or self._table_j.shape[0] <= depth.max():
-            grown = np.full((int(depth.max()) + 1, WEIGHT_BITS_RANGE[1] + 1, _MAX_ACT_BITS + 1), np.nan)
-            if self._table_j is not None:
-                grown[: self._table_j.shape[0]] = self._table_j
-            self._table_j = grown
+        if self._table_j is None:
+            self._table_j = np.full(
+                (self._all_layers() + 1, WEIGHT_BITS_RANGE[1] + 1, _MAX_ACT_BITS + 1), np.nan
+            )
         prices = self._table_j[depth, weight_bits, act_bits]
         missing = np.isnan(prices)
         if missing.any():
-            for key in set(
-                zip(
-                    depth[missing].tolist(),
-                    weight_bits[missing].tolist(),
-                    act_bits[missing].tolist(),
-                    strict=True,
-                )
-            ):
+            keys = zip(
+                depth[missing].tolist(),
+                weight_bits[missing].tolist(),
+                act_bits[missing].tolist(),
+                strict=True,
+            )
+            for key in set(keys):
                 self._table_j[key] = self._price(*key)
             prices = self._table_j[depth, weight_bits, act_bits]
         return prices
 
     def _price(self, depth: int, weight_bits: int, act_bits: int) -> float:
+        # The model code is imported on first use, as elsewhere in greenshift.search, so that importing
+        # the search (the CLI's start-up) does not load torch.
         from greenshift.objectives.energy_model import energy_with_shift_settings_j
 
-        key = (depth, weight_bits, act_bits)
-        energy = self._energy.get(key)
-        if energy is None:
-            fixed_j, shift_ops = self._ops(depth)
-            energy = fixed_j + energy_with_shift_settings_j(shift_ops, weight_bits, act_bits, self._table)
-            self._energy[key] = energy
-        return energy
+        fixed_j, shift_ops = self._ops(depth)
+        return fixed_j + energy_with_shift_settings_j(shift_ops, weight_bits, act_bits, self._energy_table)
 
     def _all_layers(self) -> int:
         from greenshift.models import get_model
@@ -183,7 +175,9 @@ class ConfigurationEnergy:
             ops = count_ops(model, self.input_shape)
             # Only the shift layers' cost depends on the widths; pricing the rest once halves a key's cost.
             fixed_j = (
-                sum(layer_energy(layer, self._table).total_pj for layer in ops if layer.kind != "shift")
+                sum(
+                    layer_energy(layer, self._energy_table).total_pj for layer in ops if layer.kind != "shift"
+                )
                 * PICO
             )
             split = (fixed_j, [layer for layer in ops if layer.kind == "shift"])
