@@ -27,6 +27,17 @@ in place, behind autograd's back, which is how the reference DeepShift code avoi
 (it changes what every other reader of that tensor sees, so greenshift does not do it).
 They patch greenshift's layer module for the duration of their step and are not models anyone ships.
 
+Two float diagnostics bound what any implementation can reach on the machine at hand. Both are the
+float ResNet20 with one change: every convolution reads its input from a buffer of its own, reused
+from step to step, into which the input is copied (the least work of any implementation that hands
+the convolution a rounded tensor and leaves the producer's tensor alone), or rounded to fixed point
+with greenshift's rounding (the input rounding alone, without shift weights). Rounding the producer's
+tensor in place instead would also change what the residual shortcut and the producer's backward
+pass read (ReLU keeps its output for the gradient).
+
+Two more train the float and the Q network in channels-last layout (model and batch), which the CPU
+convolutions run faster; their ratio to each other is the shift overhead for a channels-last user.
+
 Run ``python bench/shift_layers.py`` (a few minutes on an idle machine) or ``--quick`` for a smoke run. The result
 is printed and written to ``bench/results/shift_layers.json``.
 """
@@ -53,6 +64,7 @@ from torch import nn
 
 from greenshift.models import get_model
 from greenshift.shift import convert_to_shift, count_shiftable_layers, layers
+from greenshift.shift.quantize import round_fixed_point
 
 VARIANTS = ("float", "Q", "PS")
 TRAIN_BATCH = 128
@@ -71,12 +83,15 @@ def build(variant: str) -> nn.Module:
     return model
 
 
-def train_step_fn(model: nn.Module) -> Callable[[], None]:
-    """One SGD training step on a fixed random batch."""
+def train_step_fn(model: nn.Module, channels_last: bool = False) -> Callable[[], None]:
+    """One SGD training step on a fixed random batch (model and batch in channels-last layout if asked)."""
     model.train()
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(TRAIN_BATCH, 3, 32, 32, generator=generator)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (TRAIN_BATCH,), generator=generator)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -122,8 +137,74 @@ def input_rounding_replaced(variant: str) -> Iterator[None]:
         yield
 
 
+class _IntoBuffer(torch.autograd.Function):
+    """``fill(x, buffer)`` and return ``buffer``; the gradient passes to ``x`` unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, buffer, fill):  # type: ignore[override]
+        fill(x, buffer)
+        ctx.mark_dirty(buffer)
+        return buffer
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, None, None
+
+
+def _rounded_as_converted(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded into ``out`` at the activation format of :func:`build`'s shift layers (16+16 bits)."""
+    return round_fixed_point(x, 16, 16, out=out)
+
+
+def _copied(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return out.copy_(x)
+
+
+FLOAT_BOUNDS = {
+    "float_input_copied": ("float, every convolution input copied into a reused buffer", _copied),
+    "float_input_rounded": (
+        "float, every convolution input rounded to fixed point into a reused buffer",
+        _rounded_as_converted,
+    ),
+}
+
+
+def float_bound_model(variant: str) -> nn.Module:
+    """Float ResNet20 whose convolutions read their input from buffers filled as :data:`FLOAT_BOUNDS` says."""
+    fill = FLOAT_BOUNDS[variant][1]
+    model = build("float")
+    buffers: dict[nn.Module, torch.Tensor] = {}
+
+    def buffered_input(module: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+        (x,) = args
+        buffer = buffers.get(module)
+        if buffer is None or buffer.shape != x.shape:
+            buffer = buffers[module] = torch.empty_like(x)
+        # A fresh alias per step, so that the kept buffer never joins an autograd graph itself.
+        return (_IntoBuffer.apply(x, buffer.detach(), fill),)
+
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(buffered_input)
+    return model
+
+
+# The same networks in channels-last layout, which the CPU convolutions run faster; a shift layer
+# keeps its input's layout, so the shifted network stays channels-last too.
+CHANNELS_LAST = {
+    "float_channels_last": "float, model and batch channels-last",
+    "Q_channels_last": "Q, model and batch channels-last",
+}
+
+
 def breakdown_step_fn(variant: str) -> Callable[[], None]:
-    """A Q training step (:func:`train_step_fn`) with its input rounding replaced for ``variant``."""
+    """A diagnostic training step: a float bound of :data:`FLOAT_BOUNDS`, a channels-last network of
+    :data:`CHANNELS_LAST`, or a Q step (:func:`train_step_fn`) with its input rounding replaced for
+    ``variant`` of :data:`BREAKDOWN`."""
+    if variant in FLOAT_BOUNDS:
+        return train_step_fn(float_bound_model(variant))
+    if variant in CHANNELS_LAST:
+        return train_step_fn(build(variant.removesuffix("_channels_last")), channels_last=True)
     step = train_step_fn(build("Q"))
 
     def patched_step() -> None:
@@ -131,6 +212,14 @@ def breakdown_step_fn(variant: str) -> Callable[[], None]:
             step()
 
     return patched_step
+
+
+DIAGNOSTIC_LABELS = {
+    **BREAKDOWN,
+    **{v: label for v, (label, _) in FLOAT_BOUNDS.items()},
+    **CHANNELS_LAST,
+}
+DIAGNOSTICS = tuple(DIAGNOSTIC_LABELS)
 
 
 def inference_fn(model: nn.Module) -> Callable[[], None]:
@@ -222,9 +311,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     models = {variant: build(variant) for variant in VARIANTS}
     train_fns = {v: train_step_fn(copy.deepcopy(m)) for v, m in models.items()}
-    train_fns.update({v: breakdown_step_fn(v) for v in BREAKDOWN})
+    train_fns.update({v: breakdown_step_fn(v) for v in DIAGNOSTICS})
     train_times = interleaved_times(train_fns, train_rounds, warmup)
-    breakdown_times = {v: train_times.pop(v) for v in BREAKDOWN}
+    breakdown_times = {v: train_times.pop(v) for v in DIAGNOSTICS}
     breakdown = {
         v: statistics.median(t) / statistics.median(train_times["float"]) for v, t in breakdown_times.items()
     }
@@ -251,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "train_ratio": {v: train[v] / train["float"] for v in VARIANTS},
         "train_breakdown_ratio": breakdown,
         "train_breakdown_paired_ratio": breakdown_paired,
+        "train_ratio_channels_last": breakdown["Q_channels_last"] / breakdown["float_channels_last"],
         "inference_ratio": {v: infer[v] / infer["float"] for v in VARIANTS},
         "train_ratio_of_minima": train_min,
         "inference_ratio_of_minima": infer_min,
@@ -277,7 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             f"{infer[v]:9.3f} {infer[v] / infer['float']:6.3f} {infer_min[v]:6.3f} {infer_paired[v]:6.3f}   {rss}"
         )
     for v, ratio in breakdown.items():
-        print(f"{BREAKDOWN[v]}: train ratio {ratio:.3f} (pair {breakdown_paired[v]:.3f})")
+        print(f"{DIAGNOSTIC_LABELS[v]}: train ratio {ratio:.3f} (pair {breakdown_paired[v]:.3f})")
+    print(f"Q vs float, both channels-last: train ratio {result['train_ratio_channels_last']:.3f}")
     print(f"load average after the run: {load}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

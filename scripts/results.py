@@ -50,6 +50,11 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
         "Q_input_copied": "Q with the layer input copied into its buffer instead of rounded",
         "Q_input_unrounded": "Q with the layer input not rounded at all",
         "Q_input_in_place": "Q with the layer input rounded in place (the reference DeepShift's technique)",
+        "float_input_copied": "float with every convolution input copied into a reused buffer "
+        "(the least any implementation that leaves the producer's tensor alone must add)",
+        "float_input_rounded": "float with every convolution input rounded to fixed point into a reused buffer",
+        "float_channels_last": "float, model and batch channels-last",
+        "Q_channels_last": "Q, model and batch channels-last",
     }
     explained = []
     if breakdown:
@@ -60,6 +65,11 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
             *(f"- {labels.get(v, v)}: {ratio:.3f}" for v, ratio in breakdown.items()),
             "",
         ]
+        if "train_ratio_channels_last" in d:
+            explained += [
+                f"Q against float with both channels-last: {d['train_ratio_channels_last']:.3f}.",
+                "",
+            ]
     memory = d.get("peak_rss_mib") or {}
     extra = []
     if memory:

@@ -461,3 +461,40 @@ def test_a_trained_layer_still_copies_and_pickles() -> None:
     x = torch.randn(1, 2, 4, 4)
     with torch.no_grad():
         assert torch.equal(clone(x), layer(x)) and torch.equal(loaded(x), layer(x))
+
+
+@pytest.mark.parametrize("shift_type", ["Q", "PS"])
+def test_channels_last_input_stays_channels_last_with_the_same_values(shift_type: str) -> None:
+    torch.manual_seed(3)
+    layer = ShiftConv2d(3, 8, 3, padding=1, bias=True, shift_type=shift_type, **SETTINGS)
+    x = torch.randn(2, 3, 6, 5) * 3
+    g = torch.randn(2, 8, 6, 5)
+
+    def step(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        layer.zero_grad(set_to_none=True)
+        inp = inp.detach().requires_grad_()
+        out = layer(inp)
+        out.backward(g)
+        return out.detach(), inp.grad, [p.grad.clone() for p in layer.parameters()]
+
+    # NCHW first, so the layer's buffer exists in the other layout when the channels-last step reuses it
+    out_nchw, gx_nchw, grads_nchw = step(x)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    out_cl, gx_cl, grads_cl = step(x_cl)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last) and not out_cl.is_contiguous()
+    torch.testing.assert_close(out_cl, out_nchw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_cl, gx_nchw, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_cl, grads_nchw, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    # a second forward pass while the first graph is alive takes a fresh tensor, also channels-last
+    first, second = layer(x_cl), layer(x_cl)
+    assert second.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(second, first)
+
+    layer.eval()
+    with torch.inference_mode():
+        inferred = layer(x_cl)
+    assert inferred.is_contiguous(memory_format=torch.channels_last) and not inferred.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(inferred, layer(x))

@@ -60,6 +60,19 @@ from greenshift.shift.quantize import (
 _scratch = threading.local()
 
 
+def _shaped_like(flat: Tensor, x: Tensor) -> Tensor:
+    """The first ``x.numel()`` elements of the flat buffer ``flat`` as a tensor of ``x``'s shape and layout.
+
+    A channels-last input keeps its layout: the convolution then returns channels-last output too, so
+    a shift layer never turns a channels-last network (faster convolutions on the CPU) back to NCHW.
+    """
+    head = flat[: x.numel()]
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = x.shape
+        return head.view(n, h, w, c).permute(0, 3, 1, 2)
+    return head.view(x.shape)
+
+
 def _round_into_scratch(x: Tensor, fixed_point: tuple[int, int], two_op: bool) -> Tensor:
     """``x`` rounded to fixed point, written into this thread's scratch buffer (valid until reused)."""
     buffers: dict[tuple[torch.dtype, torch.device], Tensor] = _scratch.__dict__.setdefault("buffers", {})
@@ -69,8 +82,7 @@ def _round_into_scratch(x: Tensor, fixed_point: tuple[int, int], two_op: bool) -
         with torch.inference_mode(False):  # a normal tensor can be written in and out of inference mode
             buffer = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
         buffers[key] = buffer
-    out = buffer[: x.numel()].view(x.shape)
-    return _round_fixed_point_by(x, *fixed_point, two_op, out=out)
+    return _round_fixed_point_by(x, *fixed_point, two_op, out=_shaped_like(buffer, x))
 
 
 # Per training layer: a flat buffer for its rounded input and a weak reference to the autograd node
@@ -99,12 +111,12 @@ def _input_buffer(layer: nn.Module, x: Tensor) -> tuple[Tensor, bool]:
         buffer, owner_ref = entry
         owner = owner_ref() if owner_ref is not None else None
         if owner is not None and not _node_released(owner):
-            return torch.empty(x.shape, dtype=x.dtype, device=x.device), False
+            return torch.empty_like(x, memory_format=torch.preserve_format), False
         if buffer.numel() >= x.numel() and buffer.dtype == x.dtype and buffer.device == x.device:
-            return buffer[: x.numel()].view(x.shape), True
+            return _shaped_like(buffer, x), True
     buffer = torch.empty(x.numel(), dtype=x.dtype, device=x.device)
     _input_buffers[layer] = (buffer, None)
-    return buffer.view(x.shape), True
+    return _shaped_like(buffer, x), True
 
 
 class _ShiftConv2dFunction(torch.autograd.Function):
