@@ -1,19 +1,22 @@
-"""Epoch time of greenshift's tensor-resident training loop vs a plain DataLoader loop (ResNet20, CPU).
+"""Epoch time of greenshift's tensor-resident training loop vs a plain DataLoader loop (CPU; ResNet20 by default).
 
-Both loops train the same ResNet20 (float, and fully shifted DeepShift-Q) with the same optimiser
+Both loops train the same backbone (`--backbone`, default ResNet20; float, and fully shifted DeepShift-Q) with the same optimiser
 (SGD, momentum 0.9) on the same CIFAR-shaped random ``uint8`` images (3x32x32, 10 classes, batch 128)
 with the same augmentation (random crop after 4-pixel zero padding, random horizontal flip):
 
 - greenshift: :func:`greenshift.train.train` for one epoch; the images stay one ``uint8`` tensor and
   every batch is cut, augmented and normalised in bulk. The time is ``TrainResult.train_time_s`` (the
-  training pass only; validation on a tiny split is excluded).
+  training pass only; validation on a tiny split is excluded). It trains in channels-last layout, its
+  default on the CPU.
+- greenshift NCHW: the same with ``channels_last=False``, the layout the DataLoader loop uses, so that
+  ``dataloader / greenshift NCHW`` compares the loops alone and ``NCHW / channels-last`` the layouts.
 - DataLoader: a ``torch.utils.data.Dataset`` whose ``__getitem__`` pads, crops, flips and normalises one
   image at a time (the usual torchvision-style pipeline, on tensors), batched by a ``DataLoader`` with
   ``num_workers=0`` (workers would compete for the same cores), timed over one epoch.
 
 Runs are interleaved (loops and variants alternate, the order rotating every round) so that load from
 other processes on a shared machine hits all of them alike; the median of the rounds is reported with
-the ratio ``dataloader / greenshift`` (above 1: greenshift is faster).
+the ratios ``dataloader / greenshift NCHW`` and ``NCHW / channels-last`` (above 1: the second is faster).
 
 Run ``python bench/train_loop.py`` (a few minutes at 2 threads) or ``--quick`` for a smoke run. The
 result is printed and written to ``bench/results/train_loop.json``.
@@ -36,9 +39,8 @@ from greenshift.config import DSNNConfig
 from greenshift.data import AugmentSpec, Dataset, ImageSplit, channel_stats
 from greenshift.train import build_model, make_optimizer, train
 
-BACKBONE = "resnet20"
 VARIANTS = {"float": {"shift_depth": 0}, "Q": {"shift_depth": None, "shift_type": "Q"}}
-LOOPS = ("greenshift", "dataloader")
+LOOPS = ("greenshift", "greenshift_nchw", "dataloader")
 PADDING = 4
 RESULT = Path(__file__).resolve().parent / "results" / "train_loop.json"
 
@@ -93,15 +95,20 @@ def config_for(variant: str, batch_size: int) -> DSNNConfig:
     return DSNNConfig(optimizer="sgd", lr=0.05, batch_size=batch_size, **VARIANTS[variant])
 
 
-def time_greenshift(config: DSNNConfig, data: Dataset) -> float:
+def time_greenshift(config: DSNNConfig, data: Dataset, backbone: str, channels_last: bool = True) -> float:
     """Seconds of one training epoch through :func:`greenshift.train.train`."""
-    return train(config, data, 1, "cpu", seed=0, backbone=BACKBONE).train_time_s
+    return train(config, data, 1, "cpu", seed=0, backbone=backbone, channels_last=channels_last).train_time_s
 
 
-def time_dataloader(config: DSNNConfig, data: Dataset) -> float:
+def time_greenshift_nchw(config: DSNNConfig, data: Dataset, backbone: str) -> float:
+    """:func:`time_greenshift` in the contiguous (NCHW) layout."""
+    return time_greenshift(config, data, backbone, channels_last=False)
+
+
+def time_dataloader(config: DSNNConfig, data: Dataset, backbone: str) -> float:
     """Seconds of one training epoch of the same model and optimiser fed by a per-sample DataLoader."""
     torch.manual_seed(0)
-    model = build_model(config, BACKBONE, data.num_classes, data.in_channels).train()
+    model = build_model(config, backbone, data.num_classes, data.in_channels).train()
     optimizer = make_optimizer(config, model.parameters())
     loader = DataLoader(
         PerSampleAugmented(data.train, data.mean, data.std), batch_size=config.batch_size, shuffle=True
@@ -122,6 +129,7 @@ def main() -> None:
     """Measure, print and write the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="256 images and one round, for a smoke run")
+    parser.add_argument("--backbone", default="resnet20", help="registered backbone to train")
     parser.add_argument("--images", type=int, default=2048, help="training images per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved measurements per loop and variant")
@@ -139,30 +147,42 @@ def main() -> None:
         shift = round_index % len(runs)
         for variant, loop in runs[shift:] + runs[:shift]:
             config = config_for(variant, args.batch_size)
-            timer = time_greenshift if loop == "greenshift" else time_dataloader
-            seconds = timer(config, data)
+            timer = {
+                "greenshift": time_greenshift,
+                "greenshift_nchw": time_greenshift_nchw,
+                "dataloader": time_dataloader,
+            }[loop]
+            seconds = timer(config, data, args.backbone)
             times[(variant, loop)].append(seconds)
             print(f"round {round_index + 1}: {variant:5s} {loop:10s} {seconds:7.2f} s/epoch", flush=True)
 
     results = {}
-    print(f"\nResNet20, {args.images} images 3x32x32, batch {args.batch_size}, {args.threads} threads")
-    print(f"{'variant':8s} {'greenshift s':>13s} {'DataLoader s':>13s} {'DataLoader/greenshift':>22s}")
+    print(f"\n{args.backbone}, {args.images} images 3x32x32, batch {args.batch_size}, {args.threads} threads")
+    print(
+        f"{'variant':8s} {'greenshift s':>13s} {'NCHW s':>8s} {'DataLoader s':>13s} "
+        f"{'DataLoader/NCHW':>16s} {'NCHW/channels-last':>19s}"
+    )
     for variant in VARIANTS:
         ours = statistics.median(times[(variant, "greenshift")])
+        nchw = statistics.median(times[(variant, "greenshift_nchw")])
         theirs = statistics.median(times[(variant, "dataloader")])
         results[variant] = {
             "greenshift_epoch_s": ours,
+            "greenshift_nchw_epoch_s": nchw,
             "dataloader_epoch_s": theirs,
-            "dataloader_over_greenshift": theirs / ours,
+            "dataloader_over_greenshift_nchw": theirs / nchw,
+            "nchw_over_channels_last": nchw / ours,
             "greenshift_images_per_s": args.images / ours,
             "dataloader_images_per_s": args.images / theirs,
             "rounds_s": {loop: times[(variant, loop)] for loop in LOOPS},
         }
-        print(f"{variant:8s} {ours:13.2f} {theirs:13.2f} {theirs / ours:22.2f}")
+        print(
+            f"{variant:8s} {ours:13.2f} {nchw:8.2f} {theirs:13.2f} {theirs / nchw:16.2f} {nchw / ours:19.2f}"
+        )
 
     result = {
         "benchmark": "train_loop",
-        "backbone": BACKBONE,
+        "backbone": args.backbone,
         "images": args.images,
         "batch_size": args.batch_size,
         "threads": args.threads,

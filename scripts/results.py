@@ -99,15 +99,19 @@ def shift_layers(d: dict[str, Any]) -> list[str]:
 def train_loop(d: dict[str, Any]) -> list[str]:
     """Tensor-resident loop vs a DataLoader with per-sample augmentation."""
     rows = [
-        "| model | greenshift s/epoch | DataLoader s/epoch | DataLoader / greenshift |",
-        "|---|---|---|---|",
+        "| model | greenshift s/epoch (channels-last) | greenshift NCHW s/epoch | DataLoader s/epoch "
+        "| DataLoader / greenshift NCHW | NCHW / channels-last |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in d["results"].items():
         rows.append(
-            f"| {name} | {r['greenshift_epoch_s']:.2f} | {r['dataloader_epoch_s']:.2f} | {r['dataloader_over_greenshift']:.2f} |"
+            f"| {name} | {r['greenshift_epoch_s']:.2f} | {r['greenshift_nchw_epoch_s']:.2f} "
+            f"| {r['dataloader_epoch_s']:.2f} | {r['dataloader_over_greenshift_nchw']:.2f} "
+            f"| {r['nchw_over_channels_last']:.2f} |"
         )
     return [
-        f"ResNet20, {d['images']} CIFAR-shaped images, batch {d['batch_size']}, {d['threads']} threads.",
+        f"{d.get('backbone', 'resnet20')}, {d['images']} CIFAR-shaped images, batch {d['batch_size']}, "
+        f"{d['threads']} threads.",
         "",
         *rows,
     ]

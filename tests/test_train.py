@@ -500,3 +500,36 @@ def test_training_on_cuda_runs_and_returns_a_cuda_model(data) -> None:
         result.final_loss,
         result.final_accuracy,
     )
+
+
+@pytest.mark.parametrize("channels_last", [None, True, False])
+def test_cpu_training_runs_channels_last_by_default_and_returns_a_contiguous_model(
+    channels_last, data, monkeypatch
+) -> None:
+    import greenshift.shift.layers as shift_layers
+
+    layouts: list[bool] = []  # per shift convolution in training: was its input channels-last?
+    input_buffer = shift_layers._input_buffer  # the training path's buffer for the rounded input
+
+    def recording(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        layouts.append(not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
+        buffer, owned = input_buffer(layer, x)
+        assert buffer.stride() == x.stride()
+        return buffer, owned
+
+    monkeypatch.setattr(shift_layers, "_input_buffer", recording)
+    # tiny_resnet: 7 convolutions. With one input channel the first two layers' tensors are both
+    # contiguous and channels-last; from the second convolution's output on the layout is unambiguous.
+    result = train(BASE, data, 1, "cpu", seed=0, backbone="tiny_resnet", channels_last=channels_last)
+    steps = len(layouts) // 7
+    assert steps == math.ceil(96 / BASE.batch_size), "every convolution of every step is recorded"
+    per_layer = [layouts[layer::7] for layer in range(7)]
+    expected = channels_last is not False
+    assert per_layer[2:] == [[expected] * steps] * 5
+    for param in result.model.parameters():
+        assert param.is_contiguous()
+    same = train(BASE, data, 1, "cpu", seed=0, backbone="tiny_resnet", channels_last=channels_last)
+    assert torch.equal(
+        torch.cat([p.flatten() for p in result.model.parameters()]),
+        torch.cat([p.flatten() for p in same.model.parameters()]),
+    )

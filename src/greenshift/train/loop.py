@@ -17,6 +17,9 @@ Design decisions:
   from the one that is deployed and measured.
 - Validation runs the model in eval mode under ``no_grad``: deterministic rounding, fixed-point
   activations, batch-norm running statistics, i.e. exactly the network that is exported.
+- On the CPU the model trains in channels-last layout: PyTorch's CPU convolutions run it faster
+  (``bench/train_loop.py``), and shift layers keep the layout of their input. The returned model is
+  back in the usual contiguous layout, so nothing downstream sees the difference.
 """
 
 from __future__ import annotations
@@ -208,6 +211,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     resume_from: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train ``backbone`` converted per ``config`` on ``dataset`` for ``epochs`` epochs.
 
@@ -218,6 +222,7 @@ def train(
     ``progress(epoch, metrics)`` is called after each epoch (counted from 1) with ``train_loss``,
     ``val_loss``, ``val_accuracy`` and the ``lr`` used in that epoch. A non-finite training loss stops
     training with status ``"diverged"`` instead of raising. Deterministic on the CPU for a given seed.
+    ``channels_last`` trains in channels-last memory layout; ``None`` (default) does so on the CPU only.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs={epochs!r} must be a positive integer")
@@ -231,6 +236,8 @@ def train(
     if checkpoint is not None:
         _check_resumable(checkpoint, config, backbone, schedule_epochs, epochs, resume_from)
     target = resolve_device(device)
+    if channels_last is None:
+        channels_last = target.type == "cpu"
 
     cuda_devices = list(range(torch.cuda.device_count())) if target.type == "cuda" else []
     # fork_rng restores the caller's RNG state afterwards: seeding here has no global side effect.
@@ -247,6 +254,7 @@ def train(
             checkpoint_path=checkpoint_path,
             checkpoint=checkpoint,
             progress=progress,
+            channels_last=channels_last,
         )
 
 
@@ -288,8 +296,12 @@ def _train(
     checkpoint_path: str | Path | None,
     checkpoint: dict[str, Any] | None,
     progress: ProgressCallback | None,
+    channels_last: bool,
 ) -> TrainResult:
     model = build_model(config, backbone, dataset.num_classes, dataset.in_channels).to(device)
+    if channels_last:
+        # Before the optimiser exists, so that its state follows the parameters' layout from the start.
+        model.to(memory_format=torch.channels_last)
     depth = resolve_shift_depth(config, model, backbone)
     optimizer = make_optimizer(config, model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -347,6 +359,8 @@ def _train(
             )
 
     model.eval()
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     round_shift_weights(model)
     return result
 
