@@ -1,8 +1,9 @@
-"""Epoch time of greenshift's tensor-resident training loop vs a plain DataLoader loop (CPU; ResNet20 by default).
+"""Epoch time of greenshift's tensor-resident training loop vs a plain DataLoader loop (CPU).
 
-Both loops train the same backbone (`--backbone`, default ResNet20; float, and fully shifted DeepShift-Q) with the same optimiser
-(SGD, momentum 0.9) on the same CIFAR-shaped random ``uint8`` images (3x32x32, 10 classes, batch 128)
-with the same augmentation (random crop after 4-pixel zero padding, random horizontal flip):
+Both loops train the same backbone (``--backbone``, default ResNet20; float, and fully shifted
+DeepShift-Q) with the same optimiser (SGD, momentum 0.9) on the same CIFAR-shaped random ``uint8``
+images (3x32x32, 10 classes, batch 128) with the same augmentation (random crop after 4-pixel zero
+padding, random horizontal flip):
 
 - greenshift: :func:`greenshift.train.train` for one epoch; the images stay one ``uint8`` tensor and
   every batch is cut, augmented and normalised in bulk. The time is ``TrainResult.train_time_s`` (the
@@ -40,7 +41,6 @@ from greenshift.data import AugmentSpec, Dataset, ImageSplit, channel_stats
 from greenshift.train import build_model, make_optimizer, train
 
 VARIANTS = {"float": {"shift_depth": 0}, "Q": {"shift_depth": None, "shift_type": "Q"}}
-LOOPS = ("greenshift", "greenshift_nchw", "dataloader")
 PADDING = 4
 RESULT = Path(__file__).resolve().parent / "results" / "train_loop.json"
 
@@ -125,6 +125,13 @@ def time_dataloader(config: DSNNConfig, data: Dataset, backbone: str) -> float:
     return time.perf_counter() - start
 
 
+TIMERS = {
+    "greenshift": time_greenshift,
+    "greenshift_nchw": time_greenshift_nchw,
+    "dataloader": time_dataloader,
+}
+
+
 def main() -> None:
     """Measure, print and write the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -141,18 +148,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = make_dataset(args.images)
 
-    runs = [(variant, loop) for variant in VARIANTS for loop in LOOPS]
+    runs = [(variant, loop) for variant in VARIANTS for loop in TIMERS]
     times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     for round_index in range(args.rounds):
         shift = round_index % len(runs)
         for variant, loop in runs[shift:] + runs[:shift]:
             config = config_for(variant, args.batch_size)
-            timer = {
-                "greenshift": time_greenshift,
-                "greenshift_nchw": time_greenshift_nchw,
-                "dataloader": time_dataloader,
-            }[loop]
-            seconds = timer(config, data, args.backbone)
+            seconds = TIMERS[loop](config, data, args.backbone)
             times[(variant, loop)].append(seconds)
             print(f"round {round_index + 1}: {variant:5s} {loop:10s} {seconds:7.2f} s/epoch", flush=True)
 
@@ -174,7 +176,7 @@ def main() -> None:
             "nchw_over_channels_last": nchw / ours,
             "greenshift_images_per_s": args.images / ours,
             "dataloader_images_per_s": args.images / theirs,
-            "rounds_s": {loop: times[(variant, loop)] for loop in LOOPS},
+            "rounds_s": {loop: times[(variant, loop)] for loop in TIMERS},
         }
         print(
             f"{variant:8s} {ours:13.2f} {nchw:8.2f} {theirs:13.2f} {theirs / nchw:16.2f} {nchw / ours:19.2f}"
