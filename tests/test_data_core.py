@@ -223,3 +223,11 @@ def test_cuda_batches_match_cpu_batches_with_a_cpu_generator() -> None:
         assert x_gpu.device.type == "cuda"
         torch.testing.assert_close(x_gpu.cpu(), x_cpu)
         assert torch.equal(y_gpu.cpu(), y_cpu)
+
+
+def test_crop_padding_keeps_its_share_of_the_image_when_resized() -> None:
+    cifar_like = AugmentSpec(crop_padding=4, horizontal_flip=True)
+    assert cifar_like.resized(32, 32) == cifar_like
+    assert cifar_like.resized(8, 32) == AugmentSpec(crop_padding=1, horizontal_flip=True)
+    assert cifar_like.resized(64, 32).crop_padding == 8
+    assert AugmentSpec(crop_padding=2).resized(4, 16).is_identity

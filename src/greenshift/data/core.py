@@ -46,6 +46,15 @@ class AugmentSpec:
         """Whether this augmentation leaves every image unchanged."""
         return self.crop_padding == 0 and not self.horizontal_flip
 
+    def resized(self, image_size: int, default_image_size: int) -> AugmentSpec:
+        """The same augmentation for images of ``image_size`` when it was set for ``default_image_size``.
+
+        The crop padding keeps its share of the image (rounded to whole pixels): a shift that is one
+        eighth of a 32-pixel image is one eighth of an 8-pixel one too, not half of it.
+        """
+        padding = round(self.crop_padding * image_size / default_image_size)
+        return AugmentSpec(crop_padding=padding, horizontal_flip=self.horizontal_flip)
+
 
 @dataclass
 class ImageSplit:

@@ -118,7 +118,8 @@ def load_dataset(
     if raw is None:
         raw = entry.reader(root, size)
         save_cached(path, key, raw)
-    return _assemble(info.name, entry.augment, raw, float(val_fraction), split_seed, root)
+    augment = entry.augment.resized(size, info.default_image_size)
+    return _assemble(info.name, augment, raw, float(val_fraction), split_seed, root)
 
 
 def _assemble(

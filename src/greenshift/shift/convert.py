@@ -12,7 +12,7 @@ import math
 from torch import nn
 
 from greenshift.errors import ConfigError
-from greenshift.shift.layers import ShiftConv2d, ShiftEncoding, ShiftLayer, ShiftLinear
+from greenshift.shift.layers import ShiftConv2d, ShiftEncoding, ShiftLayer, ShiftLinear, validate_shift_init
 from greenshift.shift.quantize import validate_shift_settings
 
 _FLOAT_BITS = 32
@@ -47,14 +47,19 @@ def convert_to_shift(
     act_integer_bits: int = 16,
     act_fraction_bits: int = 16,
     convert_all_linear: bool = True,
+    init: str = "float",
 ) -> nn.Module:
     """Replace the last ``shift_depth`` shiftable layers (and, optionally, every linear layer) by shift layers.
 
-    The new layers start from the float weights. ``shift_depth=0`` returns ``model`` unchanged (even with
+    ``init`` says where DeepShift-PS layers start: ``"float"`` from the float weights (converting a
+    trained model), ``"scratch"`` from DeepShift-PS's own initialisation (training from scratch,
+    :meth:`ShiftLayer.reset_sign_shift`). Q layers always start from the float weights, and biases are
+    always copied. ``shift_depth=0`` returns ``model`` unchanged (even with
     ``convert_all_linear``: depth 0 is the float baseline). The model is modified in place and returned;
     if ``model`` itself is a single conv/linear layer, the converted layer is returned instead.
     """
     validate_shift_settings(shift_type, weight_bits, rounding, act_integer_bits, act_fraction_bits)
+    validate_shift_init(init)
     if isinstance(shift_depth, bool) or not isinstance(shift_depth, int):
         raise ConfigError(f"shift_depth must be an integer, got {shift_depth!r}")
     if shift_depth < 0:
@@ -77,6 +82,7 @@ def convert_to_shift(
         "rounding": rounding,
         "act_integer_bits": act_integer_bits,
         "act_fraction_bits": act_fraction_bits,
+        "init": init,
     }
     # Keyed by identity so that a module registered under several names is replaced everywhere.
     replacement = {id(m): _to_shift(m, settings) for _, m in chosen}

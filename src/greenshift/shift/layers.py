@@ -45,6 +45,7 @@ from greenshift.shift.quantize import (
     _rounded_weight,
     _shift_gradient,
     _two_op_applies,
+    clamp_magnitude,
     power_of_two_exponent,
     round_exponent,
     round_fixed_point,
@@ -58,6 +59,14 @@ from greenshift.shift.quantize import (
 )
 
 _scratch = threading.local()
+
+SHIFT_INITS = ("scratch", "float")
+
+
+def validate_shift_init(init: str) -> None:
+    """Raise :class:`ConfigError` unless ``init`` names a DeepShift-PS initialisation (``SHIFT_INITS``)."""
+    if init not in SHIFT_INITS:
+        raise ConfigError(f"init={init!r} is not one of {', '.join(SHIFT_INITS)}")
 
 
 def _shaped_like(flat: Tensor, x: Tensor) -> Tensor:
@@ -242,7 +251,7 @@ class ShiftLayer(nn.Module):
             del self.weight
             self.sign = nn.Parameter(torch.empty_like(float_weight))
             self.shift = nn.Parameter(torch.empty_like(float_weight))
-            self._init_sign_shift(float_weight)
+            self.reset_sign_shift()
 
     @property
     def shift_type(self) -> str:
@@ -265,6 +274,37 @@ class ShiftLayer(nn.Module):
         # log2|0| = -inf clamps to p_min, so zero weights start with sign 0 and a finite shift.
         self.sign.copy_(torch.sign(float_weight))
         self.shift.copy_(torch.log2(float_weight.abs()).clamp_(*self.shift_bounds))
+
+    @torch.no_grad()
+    def reset_sign_shift(self) -> None:
+        """DeepShift-PS initialisation for training from scratch (draws from the global generator).
+
+        ``sign`` uniform in [-1, 1], so about half of the weights start at 0 (the ternary sign rounds
+        ``|s| <= 0.5`` to 0); ``shift`` uniform in [-10, -1] for convolutions and over the whole shift
+        range for linear layers, clamped to the range. Starting PS from a float initialisation instead
+        turns every weight into a power of two of the same magnitude as the float one, and
+        from-scratch training then barely learns (docs/concepts.md, "Initialising DeepShift-PS").
+        """
+        if self._shift_type != "PS":
+            raise ConfigError("reset_sign_shift applies to DeepShift-PS layers only")
+        p_min, p_max = self.shift_bounds
+        low, high = (-10.0, -1.0) if isinstance(self, nn.Conv2d) else (float(p_min), float(p_max))
+        self.sign.uniform_(-1.0, 1.0)
+        self.shift.uniform_(low, high).clamp_(p_min, p_max)
+
+    @torch.no_grad()
+    def project_parameters_(self) -> None:
+        """Put the trainable parameters back into the representable range, in place.
+
+        Q: weight magnitudes into ``[2**p_min, 2**p_max]`` (:func:`clamp_magnitude`); PS: ``shift`` into
+        ``[p_min, p_max]``. DeepShift does this before every training forward pass; the deployed
+        weights are unchanged by it, but the training dynamics are not (see :func:`clamp_magnitude`).
+        """
+        p_min, p_max = self.shift_bounds
+        if self._shift_type == "Q":
+            self.weight.copy_(clamp_magnitude(self.weight, 2.0**p_min, 2.0**p_max))
+        else:
+            self.shift.clamp_(p_min, p_max)
 
     def _stochastic_now(self) -> bool:
         return self.training and self.rounding == "stochastic"
@@ -331,7 +371,12 @@ class ShiftLayer(nn.Module):
         return cache[1], cache[2]
 
     def forward(self, input: Tensor) -> Tensor:
-        """Apply the float operation to fixed-point input, shift weight and fixed-point bias."""
+        """Apply the float operation to fixed-point input, shift weight and fixed-point bias.
+
+        In training mode the parameters are first projected into range (:meth:`project_parameters_`).
+        """
+        if self.training:
+            self.project_parameters_()
         weight, bias = self._weight_and_bias()
         x = ste_fixed_point(input, self.act_integer_bits, self.act_fraction_bits)
         return self._shift_op(x, weight, bias)
@@ -367,11 +412,16 @@ class ShiftLayer(nn.Module):
         rounding: str = "deterministic",
         act_integer_bits: int = 16,
         act_fraction_bits: int = 16,
+        init: str = "float",
     ) -> ShiftLayer:
-        """A shift layer initialised from the float weights (and bias) of ``module``.
+        """A shift layer that replaces the float layer ``module``, on its device and dtype.
 
-        ``module`` keeps its own parameters; the new layer gets copies on the same device and dtype.
+        The bias is copied. Q copies the float weight. PS takes ``init``: ``"float"`` derives sign and
+        shift from the float weight (converting a trained model), ``"scratch"`` uses DeepShift-PS's own
+        initialisation (:meth:`reset_sign_shift`; training from scratch). ``module`` keeps its own
+        parameters.
         """
+        validate_shift_init(init)
         if isinstance(module, ShiftLayer):
             raise ConfigError(f"{type(module).__name__} is already a shift layer")
         if not isinstance(module, cls._float_type):
@@ -394,7 +444,7 @@ class ShiftLayer(nn.Module):
         with torch.no_grad():
             if shift_type == "Q":
                 layer.weight.copy_(float_weight)
-            else:
+            elif init == "float":
                 layer._init_sign_shift(float_weight)
             if module.bias is not None:
                 layer.bias.copy_(module.bias)
@@ -460,6 +510,8 @@ class ShiftConv2d(ShiftLayer, nn.Conv2d):
         """Convolve the fixed-point input with the shift weight (one fused autograd node on the CPU)."""
         if input.device.type != "cpu" or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(input)
+        if self.training:
+            self.project_parameters_()
         conv_args = (self.stride, self.padding, self.dilation, self.groups)
         fixed_point = (self.act_integer_bits, self.act_fraction_bits)
         if self._shift_type == "Q":

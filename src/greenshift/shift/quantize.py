@@ -143,6 +143,17 @@ def round_power_of_two(
     return torch.exp2(p).mul_(torch.sign(weight))
 
 
+def clamp_magnitude(weight: Tensor, low: float, high: float) -> Tensor:
+    """``sign(w) * clamp(|w|, low, high)``: magnitudes into ``[low, high]``, signs kept, zeros stay 0.
+
+    DeepShift-Q projects its float weights onto the representable magnitudes ``[2**p_min, 2**p_max]``
+    before every training step. Without it a small weight rounds to ``±2**p_min`` while its stored
+    value sits near 0, so every tiny update can flip the sign of a weight of size ``2**p_min``; a weight
+    beyond ``2**p_max`` drifts where rounding no longer follows it.
+    """
+    return weight.abs().clamp_(low, high).mul_(torch.sign(weight))
+
+
 def round_ternary(sign: Tensor) -> Tensor:
     """Round a real-valued sign to ``{-1, 0, +1}``: ``round(clamp(s, -1, 1))``, half-to-even."""
     return sign.clamp(-1.0, 1.0).round_()

@@ -15,7 +15,7 @@ from greenshift.train.loop import (
     train,
     validate,
 )
-from greenshift.train.optimizers import Lookahead, make_optimizer
+from greenshift.train.optimizers import Lookahead, make_optimizer, parameter_groups
 
 __all__ = [
     "Lookahead",
@@ -25,6 +25,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "make_optimizer",
+    "parameter_groups",
     "resolve_device",
     "resolve_shift_depth",
     "save_checkpoint",

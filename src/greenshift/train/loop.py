@@ -42,7 +42,7 @@ from greenshift.errors import ConfigError
 from greenshift.models import get_model
 from greenshift.shift import convert_to_shift, count_shiftable_layers, round_shift_weights
 from greenshift.train.checkpoint import load_checkpoint, load_state_dict_file, save_checkpoint
-from greenshift.train.optimizers import make_optimizer
+from greenshift.train.optimizers import make_optimizer, parameter_groups
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
@@ -94,7 +94,8 @@ def build_model(config: DSNNConfig, backbone: str, num_classes: int, in_channels
     """A freshly initialised ``backbone`` with the configuration's shift conversion applied.
 
     The last ``shift_depth`` shiftable layers (all when ``None``) and every linear layer become shift
-    layers of ``config.shift_type`` with its weight bits, rounding and fixed-point activation format.
+    layers of ``config.shift_type`` with its weight bits, rounding and fixed-point activation format;
+    DeepShift-PS layers get DeepShift-PS's from-scratch initialisation (``init="scratch"``).
     Initialisation draws from the global torch generator, so seed it first for a reproducible model.
     """
     model = get_model(backbone, num_classes=num_classes, in_channels=in_channels)
@@ -108,6 +109,7 @@ def build_model(config: DSNNConfig, backbone: str, num_classes: int, in_channels
         act_integer_bits=config.activation_integer_bits,
         act_fraction_bits=config.activation_fraction_bits,
         convert_all_linear=True,
+        init="scratch",
     )
 
 
@@ -303,7 +305,7 @@ def _train(
         # Before the optimiser exists, so that its state follows the parameters' layout from the start.
         model.to(memory_format=torch.channels_last)
     depth = resolve_shift_depth(config, model, backbone)
-    optimizer = make_optimizer(config, model.parameters())
+    optimizer = make_optimizer(config, parameter_groups(model))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: cosine_factor(epoch, schedule_epochs)
     )

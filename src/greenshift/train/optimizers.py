@@ -2,7 +2,8 @@
 
 Every optimiser receives ``lr`` and ``weight_decay``; ``momentum`` is passed only to the optimisers that
 have one (:data:`greenshift.config.OPTIMIZERS_WITH_MOMENTUM`), so a momentum value of an Adam
-configuration is inert by construction rather than silently misapplied.
+configuration is inert by construction rather than silently misapplied. DeepShift-PS ``sign`` and
+``shift`` parameters are never weight-decayed (:func:`parameter_groups`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from greenshift.config import DSNNConfig
 from greenshift.errors import ConfigError
+from greenshift.shift import ShiftLayer
 
 RANGER_K = 6
 RANGER_ALPHA = 0.5
@@ -89,8 +91,37 @@ class Lookahead(torch.optim.Optimizer):
         return f"Lookahead(k={self.k}, alpha={self.alpha}, base={self.base!r})"
 
 
-def make_optimizer(config: DSNNConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+def parameter_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
+    """``model``'s parameters as optimiser groups: DeepShift-PS ``sign``/``shift`` without weight decay.
+
+    Weight decay pulls a parameter towards 0, which for a shift means towards the largest weight
+    magnitude ``2**0`` and for a sign towards a zero weight: neither is a regulariser. DeepShift's own
+    training scripts exclude both from weight decay in the same way. Empty groups are left out.
+    """
+    shift_params: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, ShiftLayer) and module.shift_type == "PS":
+            for param in (module.sign, module.shift):
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    shift_params.append(param)
+    others = [p for p in model.parameters() if id(p) not in seen]
+    groups: list[dict[str, Any]] = []
+    if others:
+        groups.append({"params": others})
+    if shift_params:
+        groups.append({"params": shift_params, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(
+    config: DSNNConfig, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+) -> torch.optim.Optimizer:
     """Build ``config.optimizer`` over ``params`` with the configuration's lr, weight decay and momentum.
+
+    ``params`` are tensors or parameter groups (:func:`parameter_groups`); a group's own settings win
+    over the configuration's.
 
     SGD uses classical (not Nesterov) momentum; RMSprop's momentum is its heavy-ball term; ranger is
     :class:`Lookahead` (k=6, alpha=0.5) around ``torch.optim.RAdam``.
