@@ -180,6 +180,7 @@ def test_report_shows_failed_trials_in_text_json_and_html(crashing_run, capsys, 
     ]
     html = (out_dir / "report.html").read_text()
     assert "Failed trials" in html and "RuntimeError: synthetic crash" in html
+    assert "noise floor" in html  # the importance table says what counts as noise
 
 
 # -- 4. evaluate reads the data set and its folder from the exported file ------------------------------

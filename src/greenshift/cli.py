@@ -1532,12 +1532,15 @@ def _print_report(report: Any, paths: Mapping[str, Path], run_dir: str, *, remea
     importance = report.importance
     for objective in importance.values:
         # Only hyperparameters above the random probe's importance: the others are indistinguishable from noise.
-        top = list(importance.reliable_values(objective).items())[:3]
         floor = importance.noise_floor.get(objective)
+        if floor is None:  # no analysis ran (too few configurations, nothing varies): no figures to show
+            console.print(f"importance for {objective}: not estimated")
+            continue
+        top = list(importance.reliable_values(objective).items())[:3]
         console.print(
             f"importance for {objective}: "
             + (", ".join(f"{k} {v:.2f}" for k, v in top) or "nothing above noise")
-            + ("" if floor is None else f" (noise floor {floor:.2f})")
+            + f" (noise floor {floor:.2f})"
             + (" (only the hyperparameters it depends on)" if importance.excluded.get(objective) else "")
         )
     if not importance.reliable:

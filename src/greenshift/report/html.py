@@ -311,11 +311,12 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
         key=lambda h: (-sum(imp_data.values[n].get(h, 0.0) for n in names), h),
     )
     if hps:
-        parts.append(
-            _table(
-                ["hyperparameter", *names], [[h, *[imp_data.values[n].get(h) for n in names]] for h in hps]
-            )
+        rows = [[h, *[imp_data.values[n].get(h) for n in names]] for h in hps]
+        # The random probe's importance: values at or below it say nothing (see importance.py).
+        rows.append(
+            ["(noise floor: a column of random numbers)", *[imp_data.noise_floor.get(n) for n in names]]
         )
+        parts.append(_table(["hyperparameter", *names], rows))
 
     parts.append("<h2>Configurations seen only at lower budgets</h2>")
     parts.append(

@@ -319,6 +319,11 @@ def plot_importance(report: ReportData, path: Path) -> Path:
         items = sorted(report.importance.values[name].items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
         ax.set_title(objective_label(name), fontsize=9)
+        floor = report.importance.noise_floor.get(name)
+        if floor is not None:
+            # Bars at or left of this line are indistinguishable from a column of random numbers.
+            ax.axvline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"noise floor {floor:.2f}")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("importance (fraction of variance)")
         ax.set_xlim(0, 1)
         ax.grid(True, axis="x", alpha=0.3)
