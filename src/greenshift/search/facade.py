@@ -395,7 +395,6 @@ class DSNNSearch:
 
         s = self.settings
         space, fixed_extra = self.get_space()
-        baseline_outside = outside_space(space, configuration_values(self.get_baseline()))
         run_dir = Path(s.out)
         store = RunStore.create(
             run_dir,
@@ -409,6 +408,10 @@ class DSNNSearch:
             },
             force_new=s.force_new,
         )
+        # A run resumed from before the baseline stopped moving with --range keeps the default it has.
+        done = next((r for r in store.trials() if r.is_default and r.status in FINAL_STATUSES), None)
+        baseline = done.config if done is not None else configuration_values(self.get_baseline())
+        baseline_outside = outside_space(space, baseline)
         # The report reads it from here: the baseline is evaluated as it is, even outside the space.
         store.set_state("baseline_outside", baseline_outside)
         previous_handler = self._install_sigint_handler()
@@ -495,7 +498,7 @@ class DSNNSearch:
 
         default_config = self.get_baseline()
         default_values = configuration_values(default_config)
-        if not self._default_done(store, default_values):
+        if not self._default_done(store):
             info = TrialInfo(
                 config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs
             )
@@ -598,11 +601,10 @@ class DSNNSearch:
         status = StatusType.TIMEOUT if record.status == TrialStatus(TIMEOUT) else StatusType.CRASHED
         return TrialValue(cost=worst, status=status, **timing)
 
-    def _default_done(self, store: RunStore, default_values: dict) -> bool:
-        return any(
-            r.is_default and r.status in FINAL_STATUSES and r.config_key == config_key(default_values)
-            for r in store.trials()
-        )
+    def _default_done(self, store: RunStore) -> bool:
+        # Any finished default counts: a run's baseline follows from its identity, except in runs started
+        # before --range stopped moving it, whose default must stay the one they compared against.
+        return any(r.is_default and r.status in FINAL_STATUSES for r in store.trials())
 
     def _limit_reached(self, store: RunStore, started: float) -> str:
         s = self.settings
