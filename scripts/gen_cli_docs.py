@@ -29,10 +29,15 @@ PREAMBLE = """\
 
 - **Errors.** A mistake the user can fix (an unknown name, a value out of range, a run directory
   holding other settings) prints one line `greenshift: error: <message>` on stderr and exits with
-  code 2; `--debug` shows the traceback instead. Usage errors also exit with 2, Ctrl-C with 130.
+  code 2; `--debug` shows the traceback instead. Usage errors also exit with 2, Ctrl-C with 130 —
+  also when one Ctrl-C lets `greenshift search` finish its running trials and print its result.
 - **Precedence.** Command line > `--config` file > `--preset` > defaults. Config-file keys are the
   flag names with underscores (`max_epochs: 9`); `set` and `range` take a mapping or a list of
-  `key=value` and merge key by key with the command line's.
+  `key=value` and merge key by key with the command line's. Paths in a config file (`data_dir`,
+  `space`, `energy_table`) are relative to the file's folder; `optimizer` at its top level is always
+  the search optimiser, the training optimiser a hyperparameter under `set`.
+- **One name per quantity.** `loss` is 1 − validation accuracy (the search objective) everywhere;
+  the mean cross-entropy is called `cross_entropy` (`train`, `evaluate`).
 - **Repeatable searches.** SMAC's choices depend on Python's hash seed, so `greenshift search`
   restarts itself with `PYTHONHASHSEED=0` unless the variable is already set: the same `--seed`
   repeats a run exactly and a resumed run replays exactly.

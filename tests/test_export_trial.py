@@ -133,7 +133,7 @@ def narrow_export(digits, tmp_path_factory):
         mean=digits.mean,
         std=digits.std,
         dataset="digits",
-        objectives={"loss": result.final_loss},
+        objectives={"loss": 1.0 - result.final_accuracy},
         out=path,
     )
     return path, result
@@ -147,11 +147,11 @@ def test_evaluate_exported_matches_validation_and_the_integer_reference(narrow_e
         and float_scores["split"] == "val"
         and not float_scores["integer"]
     )
-    assert (float_scores["loss"], float_scores["accuracy"]) == validate(result.model, digits)
+    assert (float_scores["cross_entropy"], float_scores["accuracy"]) == validate(result.model, digits)
     assert float_scores["accuracy"] > 0.15  # not a constant prediction (chance is 0.1)
     integer_scores = evaluate_exported(path, "digits", integer=True)
     assert integer_scores["integer"] and integer_scores["accuracy"] == float_scores["accuracy"]
-    assert integer_scores["loss"] == float_scores["loss"]
+    assert integer_scores["cross_entropy"] == float_scores["cross_entropy"]
     test_scores = evaluate_exported(path, "digits", split="test")
     assert test_scores["n"] == len(digits.test) and test_scores["split"] == "test"
 

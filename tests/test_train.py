@@ -238,18 +238,18 @@ def test_progress_reports_cosine_learning_rates(data) -> None:
     seen: list[tuple[int, dict[str, float]]] = []
     result = _run(BASE, data, epochs=3, schedule_epochs=5, progress=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2, 3]
-    assert all(set(m) == {"train_loss", "val_loss", "val_accuracy", "lr"} for _, m in seen)
+    assert all(set(m) == {"train_cross_entropy", "val_cross_entropy", "val_accuracy", "lr"} for _, m in seen)
     assert [m["lr"] for _, m in seen] == pytest.approx([BASE.lr * cosine_factor(e, 5) for e in range(3)])
     assert seen[0][1]["lr"] == BASE.lr
     assert [m["val_accuracy"] for _, m in seen] == result.val_accuracy
-    assert [m["train_loss"] for _, m in seen] == result.train_loss
+    assert [m["train_cross_entropy"] for _, m in seen] == result.train_cross_entropy
     assert cosine_factor(0, 4) == 1.0 and cosine_factor(2, 4) == pytest.approx(0.5)
 
 
 def test_same_seed_is_deterministic_and_seed_matters(data) -> None:
     config = BASE.replace(rounding="stochastic")
     a, b, c = (_run(config, data, seed=s) for s in (7, 7, 8))
-    assert a.val_accuracy == b.val_accuracy and a.train_loss == b.train_loss
+    assert a.val_accuracy == b.val_accuracy and a.train_cross_entropy == b.train_cross_entropy
     assert _states_equal(a.model, b.model)
     assert not _states_equal(a.model, c.model)
 
@@ -301,8 +301,8 @@ def test_resume_is_bit_identical_to_straight_training(config, data, tmp_path: Pa
     assert resumed.epochs_completed == 4
     assert _states_equal(resumed.model, straight.model)
     assert resumed.val_accuracy == straight.val_accuracy
-    assert resumed.val_loss == straight.val_loss
-    assert resumed.train_loss == straight.train_loss
+    assert resumed.val_cross_entropy == straight.val_cross_entropy
+    assert resumed.train_cross_entropy == straight.train_cross_entropy
     assert first.val_accuracy == straight.val_accuracy[:2]
     assert load_checkpoint(ckpt)["epoch"] == 4
 
@@ -370,7 +370,7 @@ def test_nan_loss_stops_with_diverged_status(data, monkeypatch) -> None:
     # The model is the one of the last good epoch, matching the histories.
     one_epoch = _run(BASE, data, epochs=1, schedule_epochs=3)
     assert _states_equal(result.model, one_epoch.model)
-    assert validate(result.model, data, batch_size=16) == (result.final_loss, result.final_accuracy)
+    assert validate(result.model, data, batch_size=16) == (result.final_cross_entropy, result.final_accuracy)
     assert not result.model.training
 
 
@@ -392,7 +392,7 @@ def test_divergence_in_first_epoch_gives_nan_metrics(data, monkeypatch) -> None:
     monkeypatch.setattr(Dataset, "batches", poisoned)
     result = _run(BASE, data, epochs=2)
     assert result.status == "diverged" and result.epochs_completed == 0
-    assert math.isnan(result.final_accuracy) and math.isnan(result.final_loss)
+    assert math.isnan(result.final_accuracy) and math.isnan(result.final_cross_entropy)
 
 
 # --- validation scores the deployed model -----------------------------------------------------------
@@ -413,7 +413,7 @@ def test_saved_and_reloaded_model_validates_identically(config, epochs, data, tm
     assert result.final_accuracy > 0.5  # learned something, so the comparison is meaningful
     assert not result.model.training
     # The last validation during training already scored the deployed (rounded) network.
-    assert validate(result.model, data, batch_size=16) == (result.final_loss, result.final_accuracy)
+    assert validate(result.model, data, batch_size=16) == (result.final_cross_entropy, result.final_accuracy)
 
     # The returned model already holds its rounded weights: rounding again changes nothing.
     before = {k: v.clone() for k, v in result.model.state_dict().items()}
@@ -422,12 +422,14 @@ def test_saved_and_reloaded_model_validates_identically(config, epochs, data, tm
     torch.save(result.model.state_dict(), tmp_path / "plain.pt")
     fresh = build_model(config, BACKBONE, data.num_classes, data.in_channels)
     fresh.load_state_dict(torch.load(tmp_path / "plain.pt", weights_only=True))
-    assert validate(fresh, data, batch_size=16) == (result.final_loss, result.final_accuracy)
+    assert validate(fresh, data, batch_size=16) == (result.final_cross_entropy, result.final_accuracy)
 
     save_model(result.model, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt", config, BACKBONE, data.num_classes, data.in_channels)
     assert not loaded.training
-    assert validate(loaded, data, batch_size=7) == pytest.approx((result.final_loss, result.final_accuracy))
+    assert validate(loaded, data, batch_size=7) == pytest.approx(
+        (result.final_cross_entropy, result.final_accuracy)
+    )
     assert validate(loaded, data, batch_size=7)[1] == result.final_accuracy
 
 
@@ -497,7 +499,7 @@ def test_training_on_cuda_runs_and_returns_a_cuda_model(data) -> None:
     assert result.status == "ok"
     assert next(result.model.parameters()).device.type == "cuda"
     assert validate(result.model, data.to("cuda"), batch_size=16) == (
-        result.final_loss,
+        result.final_cross_entropy,
         result.final_accuracy,
     )
 

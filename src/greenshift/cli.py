@@ -1,4 +1,4 @@
-"""The ``greenshift`` command line: list, train, profile, search, report, pick, compare, export, evaluate.
+"""The ``greenshift`` command line: list, train, profile, search, trials, report, pick, compare, export, evaluate.
 
 ``main(argv) -> int`` never raises for a user's mistake: any :class:`~greenshift.errors.GreenshiftError`
 becomes one line ``greenshift: error: <message>`` on stderr and exit code 2 (``--debug`` re-raises it
@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from greenshift.config import OPTIMIZERS as TRAINING_OPTIMIZERS
 from greenshift.config import DSNNConfig, load_config_file, parse_assignments
 from greenshift.errors import ConfigError, GreenshiftError
 
@@ -87,6 +88,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "trial_timeout": None,
     "energy_table": None,
     "meter": "auto",
+    "country": "DEU",
     "force_new": False,
     "verbose": False,
 }
@@ -99,6 +101,7 @@ SEARCH_FIELDS: dict[str, str] = {
     "set": "fixed",
     "range": "ranges",
     "space": "space_file",
+    "country": "country_iso_code",
 }
 
 #: Defaults of ``greenshift train`` by config-file key (hyperparameters come from DSNNConfig).
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(command)
     _add_profile(command)
     _add_search(command)
+    _add_trials(command)
     _add_report(command)
     _add_pick(command)
     _add_compare(command)
@@ -253,10 +257,12 @@ def _version() -> str:
 _SET_HELP = "fix a hyperparameter, e.g. --set shift_type=Q (repeatable); keys: " + ", ".join(_CONFIG_FIELDS)
 
 
-def _add_data_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+def _add_data_options(
+    p: argparse.ArgumentParser, *, required: bool = False, needed: str = "required"
+) -> None:
     """--dataset (required: by argparse where no config file can supply it), --data-dir, --image-size."""
     p.add_argument(
-        "--dataset", metavar="NAME", required=required, help="data set (see 'greenshift datasets'); required"
+        "--dataset", metavar="NAME", required=required, help=f"data set (see 'greenshift datasets'); {needed}"
     )
     p.add_argument(
         "--data-dir", metavar="PATH", help="folder with the data set's files (data sets that need them)"
@@ -289,7 +295,9 @@ def _add_train(command: Callable[..., argparse.ArgumentParser]) -> None:
         "Train one DSNN configuration (the default configuration changed by --config and --set) and\n"
         "print its validation accuracy, training time and configuration.",
         "precedence: --set > --config file > defaults. The config file (YAML or JSON) may hold dataset,\n"
-        "data_dir, image_size, backbone, epochs, device, seed, set and any hyperparameter.\n\n"
+        "data_dir (relative to the file), image_size, backbone, epochs, device, seed, set and any\n"
+        "hyperparameter but optimizer: a top-level optimizer is the search optimiser of 'greenshift\n"
+        "search', so the training optimiser goes under set (set: {optimizer: adam}).\n\n"
         "example:\n  greenshift train --dataset digits --backbone resnet20 --epochs 5 --set weight_bits=4",
     )
     _add_data_options(p)
@@ -309,12 +317,22 @@ def _add_profile(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
         "profile",
         "show where a configuration's modelled energy goes",
-        "Per-layer operations and modelled inference energy of one configuration (untrained model;\n"
-        "the input shape comes from the data set).",
-        "example:\n  greenshift profile --backbone resnet20 --dataset digits --set shift_depth=10",
+        "Per-layer operations and modelled inference energy of one configuration (untrained model).\n"
+        "Only the input shape and the number of classes matter: give them with --input-shape and\n"
+        "--classes instead of --dataset to profile without the data set's files.",
+        "examples:\n  greenshift profile --backbone resnet20 --dataset digits --set shift_depth=10\n"
+        "  greenshift profile --backbone resnet20 --input-shape 3,32,32 --classes 10   # CIFAR-10's shape",
     )
     p.add_argument("--backbone", metavar="NAME", required=True, help="backbone (see 'greenshift models')")
-    _add_data_options(p, required=True)
+    _add_data_options(p, needed="or --input-shape")
+    p.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="input shape instead of --dataset (channels, height, width), e.g. 3,32,32",
+    )
+    p.add_argument(
+        "--classes", type=int, metavar="N", help="number of classes with --input-shape (default: 10)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     p.add_argument(
         "--energy-table", metavar="FILE", help="JSON energy table (default: the shipped 45 nm table)"
@@ -331,7 +349,9 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
         "Multi-fidelity multi-objective search of DSNN configurations with SMAC3. A run directory is\n"
         "resumed when the same command is given again (completed trials are never re-run).",
         "precedence: flags > --config file > --preset > defaults. Config-file keys are the flag names\n"
-        "with underscores (max_epochs: 9); set and range take a mapping or a list of key=value.\n\n"
+        "with underscores (max_epochs: 9); set and range take a mapping or a list of key=value;\n"
+        "data_dir, space and energy_table are relative to the file's folder. optimizer is the search\n"
+        "optimiser; the training optimiser is a hyperparameter (set: {optimizer: adam}).\n\n"
         "examples:\n"
         "  greenshift search --dataset digits --backbone resnet20 --out runs/demo --preset demo\n"
         "  greenshift search --dataset cifar10 --data-dir data/cifar10 --backbone resnet20 \\\n"
@@ -442,6 +462,12 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
         "--meter", choices=METERS, help=f"energy meter for measured objectives (default: {d['meter']})"
     )
     p.add_argument(
+        "--country",
+        metavar="ISO3",
+        help="country whose grid carbon intensity turns measured energy into emissions "
+        f"(three-letter ISO code; default: {d['country']})",
+    )
+    p.add_argument(
         "--force-new",
         action="store_true",
         default=None,
@@ -452,12 +478,41 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_search)
 
 
+TRIAL_STATUSES = ("running", "ok", "crashed", "diverged", "timeout", "interrupted")
+FAILED = ("crashed", "diverged", "timeout", "interrupted")
+
+
+def _add_trials(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "trials",
+        "list the trials of a run",
+        "Every trial of a run: status, budget, objectives, error and duration (all statuses, all budgets).",
+        "examples:\n  greenshift trials runs/demo --failed\n  greenshift trials runs/demo --status ok --budget 9 --csv",
+    )
+    p.add_argument("run_dir", metavar="DIR", help="run directory of a search")
+    p.add_argument(
+        "--status",
+        metavar="A,B",
+        help=f"only trials with these statuses: {', '.join(TRIAL_STATUSES)} (default: all)",
+    )
+    p.add_argument("--failed", action="store_true", help=f"only failed trials ({', '.join(FAILED)})")
+    p.add_argument("--budget", type=float, metavar="EPOCHS", help="only trials at this budget in epochs")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="print JSON (the full records) instead of a table"
+    )
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.set_defaults(handler=cmd_trials)
+
+
 def _add_report(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
         "report",
         "write the report of a run (figures, CSV, JSON, HTML)",
         "Write the report of a run (pareto.png, hypervolume.png, importance.png, pareto.csv,\n"
-        "report.json, report.html) and print its headline figures.",
+        "report.json, report.html, and energy_crosscheck.png when measured energies exist) and print\n"
+        "its headline figures. Energy is measured only with --remeasure (seconds to a minute per model);\n"
+        "measurements are cached in DIR/report/energy_crosscheck.json and reused by later reports.",
     )
     p.add_argument("run_dir", metavar="DIR", help="run directory of a search")
     p.add_argument("--out", metavar="DIR", help="where to write the files (default: the run directory)")
@@ -469,9 +524,10 @@ def _add_report(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="skip measured-next-to-modelled energy of the front and the default",
     )
     p.add_argument(
-        "--no-remeasure",
+        "--remeasure",
         action="store_true",
-        help="cross-check only with energies the run or an earlier report already measured",
+        help="measure the energy of front and default models not measured yet (slow; cached in the run); "
+        "without it the cross-check uses only energies already measured",
     )
     p.add_argument(
         "--meter", choices=METERS, default="auto", help="energy meter for re-measured models (default: auto)"
@@ -557,7 +613,9 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("model", metavar="FILE", help="exported model file")
     p.add_argument("--dataset", metavar="NAME", help="data set (default: the one the model was trained on)")
     p.add_argument(
-        "--data-dir", metavar="PATH", help="folder with the data set's files (data sets that need them)"
+        "--data-dir",
+        metavar="PATH",
+        help="folder with the data set's files (default: the folder recorded in the model file, if any)",
     )
     p.add_argument("--integer", action="store_true", help="run the integer-only reference inference (slow)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="split to score (default: val)")
@@ -651,13 +709,24 @@ def _choice(choices: Sequence[str]) -> Callable[[str, Any, str], str]:
     return convert
 
 
+def _search_optimizer(key: str, value: Any, origin: str) -> str:
+    """``optimizer`` of ``greenshift search`` is the search optimiser; a training optimiser gets a hint."""
+    text = _to_str(key, value, origin)
+    if text not in SEARCH_OPTIMIZERS and text in TRAINING_OPTIMIZERS:
+        raise ConfigError(
+            f"{origin}: optimizer={text!r} is a training optimiser, but optimizer here is the search "
+            f"optimiser ({', '.join(SEARCH_OPTIMIZERS)}); fix the training optimiser with set: {{optimizer: {text}}}"
+        )
+    return _choice(SEARCH_OPTIMIZERS)(key, value, origin)
+
+
 _SEARCH_TYPES: dict[str, Callable[[str, Any, str], Any]] = {
     "dataset": _to_str,
     "backbone": _to_str,
     "out": _to_str,
     "data_dir": _to_str,
     "image_size": _to_int,
-    "optimizer": _choice(SEARCH_OPTIMIZERS),
+    "optimizer": _search_optimizer,
     "objectives": _to_names,
     "objective_weights": _to_floats,
     "trials": _to_int,
@@ -679,6 +748,7 @@ _SEARCH_TYPES: dict[str, Callable[[str, Any, str], Any]] = {
     "trial_timeout": _to_float,
     "energy_table": _to_str,
     "meter": _choice(METERS),
+    "country": _to_str,
     "force_new": _to_bool,
     "verbose": _to_bool,
 }
@@ -720,13 +790,23 @@ def _config_file_layer(
     """The settings of ``--config`` (keys in ``allowed``; ``extra_ok`` keys are passed on untouched)."""
     if path is None:
         return {}
-    values = load_config_file(path)
+    values = dict(load_config_file(path))
+    # Paths in a config file name files next to it, wherever the command is run from.
+    for key in _CONFIG_PATH_KEYS:
+        value = values.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            values[key] = str(Path(path).parent / value)
     unknown = sorted(k for k in values if k not in allowed and k not in extra_ok)
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown key(s) {', '.join(map(str, unknown))}; valid: {', '.join([*allowed, *extra_ok])}"
         )
     return dict(values)
+
+
+#: Config-file keys that name input files or folders: relative to the config file's folder. ``out``, the
+#: run directory written, stays relative to the current directory like the --out flag.
+_CONFIG_PATH_KEYS = ("data_dir", "space", "energy_table")
 
 
 def _cli_layer(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
@@ -959,6 +1039,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``greenshift train``: one configuration, a progress bar per epoch, then accuracy and time."""
     origin = f"config file {args.config}"
     file_values = _config_file_layer(args.config, list(TRAIN_DEFAULTS), extra_ok=_CONFIG_FIELDS)
+    if "optimizer" in file_values:
+        # At the top of a config file, optimizer is the search optimiser (greenshift search --optimizer);
+        # one meaning per key, so the training optimiser of train goes under set: as in a search file.
+        raise ConfigError(
+            f"{origin}: a top-level optimizer means the search optimiser of greenshift search; "
+            f"put the training optimiser under set: (set: {{optimizer: {file_values['optimizer']}}})"
+        )
     file_layer = {k: v for k, v in file_values.items() if k in TRAIN_DEFAULTS}
     # Hyperparameters may stand at the top level of the file or under "set" (which wins).
     hyperparameters = {k: v for k, v in file_values.items() if k in _CONFIG_FIELDS}
@@ -1004,14 +1091,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         "status": result.status,
         "message": result.message,
         "val_accuracy": result.final_accuracy,
-        "val_loss": result.final_loss,
+        "val_cross_entropy": result.final_cross_entropy,
         "train_time_s": result.train_time_s,
         "wall_time_s": wall,
         "config": final_config,
         "history": {
             "val_accuracy": result.val_accuracy,
-            "val_loss": result.val_loss,
-            "train_loss": result.train_loss,
+            "val_cross_entropy": result.val_cross_entropy,
+            "train_cross_entropy": result.train_cross_entropy,
         },
     }
     if args.json:
@@ -1024,7 +1111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(
         f"{dataset.name} / {settings['backbone']}: validation accuracy "
         f"{'-' if math.isnan(accuracy) else f'{accuracy:.4f}'} after {result.epochs_completed} epoch(s) "
-        f"on {device} (loss {result.final_loss:.4f})"
+        f"on {device} (validation cross-entropy {result.final_cross_entropy:.4f})"
     )
     console.print(f"training time {result.train_time_s:.1f} s, wall time {wall:.1f} s")
     console.print(_key_value_table("configuration", final_config))
@@ -1056,7 +1143,7 @@ class _EpochProgress:
 
     def update(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Called after each epoch with its validation accuracy and loss."""
-        status = f"val acc {metrics['val_accuracy']:.4f} | val loss {metrics['val_loss']:.4f} | lr {metrics['lr']:.3g}"
+        status = f"val acc {metrics['val_accuracy']:.4f} | val cross-entropy {metrics['val_cross_entropy']:.4f} | lr {metrics['lr']:.3g}"
         self._progress.update(self._task, completed=epoch, status=status)
 
 
@@ -1065,21 +1152,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
     config = _config_from(parse_assignments(args.set))
     _check_depth(config, args.backbone)
 
-    from greenshift.data import load_dataset
     from greenshift.objectives import load_energy_table, profile_model, profile_rows
     from greenshift.train import build_model
 
     table = load_energy_table(args.energy_table)
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
-    model = build_model(config, args.backbone, dataset.num_classes, dataset.in_channels)
-    shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
+    shape, num_classes, source = _profile_input(args)
+    model = build_model(config, args.backbone, num_classes, shape[0])
     profile = profile_model(model, shape, energy_table=table)
     totals = profile.totals()
     if args.json:
         _print_json(
             {
                 "backbone": args.backbone,
-                "dataset": dataset.name,
+                "dataset": source,
                 "config": config.to_dict(),
                 "layers": profile_rows(profile),
                 "totals": totals,
@@ -1089,7 +1174,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     out = Table(
-        title=f"{args.backbone} on {dataset.name} {shape}: modelled energy per image ({profile.table_name})",
+        title=f"{args.backbone} on {source} {shape}: modelled energy per image ({profile.table_name})",
         title_justify="left",
     )
     for column, justify in (
@@ -1123,6 +1208,37 @@ def cmd_profile(args: argparse.Namespace) -> int:
         f"and take {100 * totals['shift_energy_share']:.1f} % of the energy"
     )
     return 0
+
+
+def _profile_input(args: argparse.Namespace) -> tuple[tuple[int, int, int], int, str]:
+    """``(input shape, classes, what they came from)`` of ``greenshift profile``.
+
+    --input-shape needs no files; --dataset loads the data set (its files, for those that need them).
+    """
+    if (args.dataset is None) == (args.input_shape is None):
+        raise ConfigError("give either --dataset or --input-shape C,H,W (the shape needs no data files)")
+    if args.input_shape is not None:
+        if args.image_size is not None or args.data_dir is not None:
+            raise ConfigError("--image-size and --data-dir go with --dataset, not with --input-shape")
+        parts = [
+            _to_int("--input-shape", v, "command line")
+            for v in _to_names("--input-shape", args.input_shape, "")
+        ]
+        if len(parts) != 3 or min(parts) < 1:
+            raise ConfigError(
+                f"--input-shape expects three positive integers C,H,W, got {args.input_shape!r}"
+            )
+        classes = 10 if args.classes is None else args.classes
+        if classes < 2:
+            raise ConfigError(f"--classes must be at least 2, got {classes}")
+        return (parts[0], parts[1], parts[2]), classes, "input " + "x".join(map(str, parts))
+    if args.classes is not None:
+        raise ConfigError("--classes goes with --input-shape; a data set knows its classes")
+    from greenshift.data import load_dataset
+
+    dataset = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
+    return shape, dataset.num_classes, dataset.name
 
 
 def search_settings(args: argparse.Namespace) -> Any:
@@ -1186,11 +1302,16 @@ class _TrackingProgress:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """``greenshift search``: run or resume a search, then print the front and the default."""
+    """``greenshift search``: run or resume a search, then print the front and the default.
+
+    Exits 130 after a Ctrl-C that stopped the search early (the trials that finished are kept and
+    printed), 0 otherwise.
+    """
     settings = search_settings(args)
 
     from greenshift.search import DSNNSearch
     from greenshift.search import run_trial as default_trial
+    from greenshift.store import failure_groups
 
     progress = _TrackingProgress()
     search = DSNNSearch(settings, trial_function=_trial_function or default_trial, progress=progress)
@@ -1207,6 +1328,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     ]
     finished = len(result.completed)
     resumed = progress.done_at_start or 0
+    failures = failure_groups(result.trials)
+    code = 130 if search.stop_requested else 0
     if args.json:
         _print_json(
             {
@@ -1219,10 +1342,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "trials_new": finished - resumed,
                 "pareto": [_record_json(r) for r in result.pareto],
                 "default": _record_json(default),
+                "baseline_outside_space": result.baseline_outside,
                 "beat_default": len(beating),
+                "failures": [group.to_dict() for group in failures],
+                "stopped_by_user": search.stop_requested,
             }
         )
-        return 0
+        return code
     console = _console()
     if resumed:
         console.print(
@@ -1251,7 +1377,87 @@ def cmd_search(args: argparse.Namespace) -> int:
         console.print(
             f"{len(beating)} of {len(result.pareto)} front configurations beat the default on every objective"
         )
+    _print_baseline_outside(console, result.baseline_outside)
+    _print_failures(console, failures, str(result.run_dir))
     console.print(f"next: greenshift report {result.run_dir}")
+    return code
+
+
+def _print_baseline_outside(console: Any, outside: Mapping[str, str]) -> None:
+    """Say prominently when the baseline lies outside the searched space (--range, --space)."""
+    from greenshift.report.data import baseline_outside_text
+
+    if outside:
+        console.print(f"[yellow]{baseline_outside_text(outside)}")
+
+
+def _print_failures(console: Any, failures: Sequence[Any], run_dir: str) -> None:
+    """Failed trials grouped by their error, the most frequent first."""
+    if not failures:
+        return
+    total = sum(group.count for group in failures)
+    console.print(f"[red]{total} trial(s) failed:")
+    for group in failures:
+        ids = ", ".join(str(i) for i in group.trial_ids[:8]) + (" ..." if len(group.trial_ids) > 8 else "")
+        console.print(f"  {group.count} x {'/'.join(group.statuses)}: {group.error} (trials {ids})")
+    console.print(f"  every failed trial with its error: greenshift trials {run_dir} --failed")
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    """``greenshift trials``: every trial of a run, filtered, as a table, JSON or CSV."""
+    from greenshift.store import RunStore, error_headline
+
+    wanted = set(_to_names("--status", args.status, "command line")) if args.status else None
+    unknown = sorted((wanted or set()) - set(TRIAL_STATUSES))
+    if unknown:
+        raise ConfigError(f"--status {', '.join(unknown)}: not a status; valid: {', '.join(TRIAL_STATUSES)}")
+    if args.failed:
+        wanted = (wanted or set(FAILED)) & set(FAILED)
+    with RunStore.open(args.run_dir) as store:
+        objectives = list(store.identity.get("objectives") or [])
+        records = store.trials()
+    records = [
+        r
+        for r in records
+        if (wanted is None or r.status.value in wanted)
+        and (args.budget is None or math.isclose(float(r.budget_epochs), args.budget))
+    ]
+    if args.json:
+        _print_json([r.to_dict() for r in records])
+        return 0
+    columns = ["trial", "default", "status", "budget_epochs", *objectives, "duration_s", "error"]
+    rows = [
+        [
+            r.trial_id,
+            "yes" if r.is_default else "",
+            r.status.value,
+            f"{r.budget_epochs:g}",
+            *[r.objectives.get(n) for n in objectives],
+            None if r.duration_s is None else round(float(r.duration_s), 3),
+            error_headline(r.error),
+        ]
+        for r in records
+    ]
+    if args.csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} trial(s) of {args.run_dir}", title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("status", "error") else "right")
+    for row in rows:
+        cells = [str(v) for v in row[:4]]
+        cells += [
+            _objective_text(n, v) for n, v in zip(objectives, row[4 : 4 + len(objectives)], strict=True)
+        ]
+        cells += ["-" if row[-2] is None else f"{row[-2]:.1f} s", row[-1] or ""]
+        table.add_row(*cells)
+    _console().print(table)
     return 0
 
 
@@ -1263,26 +1469,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.no_crosscheck:
         # Re-measuring a kept model takes seconds to a minute per model; the result is cached in the run.
         progress = None if args.json else _console().print
-        crosscheck = {"meter": args.meter, "remeasure": not args.no_remeasure, "progress": progress}
+        crosscheck = {"meter": args.meter, "remeasure": args.remeasure, "progress": progress}
     report = load_report(args.run_dir, crosscheck=crosscheck)
     paths = write_report(report, args.out or args.run_dir)
     if args.open:
         import webbrowser
 
-        webbrowser.open(Path(paths["html"]).resolve().as_uri())
+        if not webbrowser.open(Path(paths["html"]).resolve().as_uri()):
+            print(f"{PROG}: no web browser found; open {paths['html']} yourself", file=sys.stderr)
     if args.json:
         _print_json(report_json(report))
         return 0
-    _print_report(report, paths, args.run_dir)
+    _print_report(report, paths, args.run_dir, remeasure=args.remeasure)
     return 0
 
 
-def _print_report(report: Any, paths: Mapping[str, Path], run_dir: str) -> None:
+def _print_report(report: Any, paths: Mapping[str, Path], run_dir: str, *, remeasure: bool = False) -> None:
     console = _console()
     names = list(report.objective_names)
     meta = " / ".join(str(report.meta[k]) for k in ("dataset", "backbone", "optimizer") if report.meta.get(k))
     counts = ", ".join(f"{count} {status}" for status, count in sorted(report.status_counts.items()))
     console.print(f"[bold]{run_dir}[/bold] {meta}: {counts}; {report.total_epochs:g} epochs in all")
+    from greenshift.report.data import baseline_outside_text
+
+    if report.baseline_outside:
+        console.print(f"[yellow]{baseline_outside_text(report.baseline_outside)}")
     console.print(
         _front_table(
             f"Pareto front at {report.max_budget:g} epochs ({len(report.front)} configurations; * = default)",
@@ -1319,13 +1530,29 @@ def _print_report(report: Any, paths: Mapping[str, Path], run_dir: str) -> None:
     if report.knee is not None:
         console.print(f"knee of the front: trial {report.knee.trial_id}")
     importance = report.importance
-    for objective, values in importance.values.items():
-        top = list(values.items())[:3]
-        console.print(f"importance for {objective}: " + (", ".join(f"{k} {v:.2f}" for k, v in top) or "-"))
+    for objective in importance.values:
+        # Only hyperparameters above the random probe's importance: the others are indistinguishable from noise.
+        floor = importance.noise_floor.get(objective)
+        if floor is None:  # no analysis ran (too few configurations, nothing varies): no figures to show
+            console.print(f"importance for {objective}: not estimated")
+            continue
+        top = list(importance.reliable_values(objective).items())[:3]
+        console.print(
+            f"importance for {objective}: "
+            + (", ".join(f"{k} {v:.2f}" for k, v in top) or "nothing above noise")
+            + f" (noise floor {floor:.2f})"
+            + (" (only the hyperparameters it depends on)" if importance.excluded.get(objective) else "")
+        )
     if not importance.reliable:
         console.print(f"[yellow]importance is not reliable: {importance.note}")
     if report.crosscheck is not None:
         console.print(f"modelled vs measured energy: {report.crosscheck.trust.statement}")
+        if any(r.energy_measured_j is None for r in report.crosscheck.rows) and not remeasure:
+            console.print(
+                "  some models have no measured energy yet: 'greenshift report --remeasure' measures them "
+                "(seconds to a minute per model, cached in the run)"
+            )
+    _print_failures(console, report.failures, run_dir)
     console.print("files: " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -1493,7 +1720,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = args.dataset or read_exported(args.model)[0].dataset
     scores = evaluate_exported(
         args.model,
-        dataset,
+        args.dataset,
         data_dir=args.data_dir,
         integer=args.integer,
         split=args.split,
@@ -1511,7 +1738,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mode = "integer reference" if args.integer else "float simulation"
     _console().print(
         f"{args.model} ({_bytes(result['size_bytes'])}) on {dataset} {args.split} ({scores['n']} images, {mode}): "
-        f"accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}"
+        f"accuracy {scores['accuracy']:.4f}, cross-entropy {scores['cross_entropy']:.4f}"
     )
     return 0
 

@@ -21,6 +21,10 @@ SHIFT_TYPES = ("Q", "PS")
 ROUNDINGS = ("deterministic", "stochastic")
 BATCH_SIZES = (32, 64, 128, 256)
 
+#: The only fields that decide the modelled inference energy (``energy_model_j``); every other field
+#: changes how a model is trained, never what it computes per image. Search and report rely on it.
+MODELLED_ENERGY_FIELDS = ("shift_depth", "weight_bits", "activation_integer_bits", "activation_fraction_bits")
+
 # Valid ranges of a single configuration (a search space may use narrower ones).
 WEIGHT_BITS_RANGE = (2, 8)  # the encoding stores sign and shift as int8
 ACTIVATION_INTEGER_BITS_RANGE = (1, 32)

@@ -32,7 +32,19 @@ def scan_class_tree(
     """
     folders = [f for f in list_class_folders(root) if f.name not in skip]
     if not folders:
-        raise DataError(f"{root}: no class folders found; expected {root}/<class>/<image>")
+        # Images right inside root: the user pointed at one class folder, one level too deep.
+        deep = (
+            f"; {root} holds images itself, so pass its parent {root.parent}"
+            if list_image_files(root)
+            else ""
+        )
+        raise DataError(f"{root}: no class folders found; expected {root}/<class>/<image>{deep}")
+    if len(folders) == 1:
+        # One class trains to accuracy 1.0 and means nothing: most likely the folder one level too high.
+        raise DataError(
+            f"{root}: only one class folder ({folders[0].name}); a classifier needs at least two "
+            f"(if {folders[0]} holds the class folders, pass it instead)"
+        )
     paths: list[Path] = []
     labels: list[int] = []
     for index, folder in enumerate(folders):

@@ -152,6 +152,10 @@ def _assemble(
 def _resolve_data_dir(entry: _Entry, data_dir: str | Path | None) -> Path | None:
     info = entry.info
     if not info.needs_data_dir:
+        if data_dir is not None:
+            raise ConfigError(
+                f"data set {info.name!r} reads no files ({entry.layout}): drop --data-dir (data_dir=)"
+            )
         return None
     if data_dir is None:
         raise ConfigError(

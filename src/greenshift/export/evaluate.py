@@ -21,7 +21,7 @@ _SPLITS = ("train", "val", "test")
 @torch.no_grad()
 def evaluate_exported(
     path: str | os.PathLike[str],
-    dataset_name: str,
+    dataset_name: str | None = None,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     integer: bool = False,
@@ -29,17 +29,22 @@ def evaluate_exported(
     device: str = "cpu",
     batch_size: int = 500,
 ) -> dict[str, Any]:
-    """Accuracy and loss of the exported model at ``path`` on ``split`` of ``dataset_name``.
+    """Accuracy and mean cross-entropy of the exported model at ``path`` on ``split`` of ``dataset_name``.
 
-    The data set is loaded at the export's image size and split seed and normalised with the export's
+    ``dataset_name`` and ``data_dir`` default to the data set the model was trained on and the folder the
+    export recorded for it (exports of a search run record the run's ``--data-dir``). The data set is loaded at the export's image size and split seed and normalised with the export's
     mean/std (the inputs the model was trained on). ``integer=True`` runs the shift layers through the
     integer reference (:class:`greenshift.shift.integer.IntegerReferenceModel`; slow, a correctness
-    check). Returns ``{"accuracy", "loss", "n", "split", "integer"}``.
+    check). Returns ``{"accuracy", "cross_entropy", "n", "split", "integer"}``
+    (``cross_entropy`` is the mean cross-entropy, not the search objective ``loss`` = 1 - accuracy).
     """
     if split not in _SPLITS:
         raise ExportError(f"split {split!r} is not one of {', '.join(_SPLITS)}")
     target = resolve_device(device)
     model, meta = load_exported(path, device=target)
+    dataset_name = dataset_name or meta.dataset
+    if data_dir is None and dataset_name == meta.dataset:
+        data_dir = meta.provenance.get("data_dir")
     data = load_dataset(
         dataset_name, data_dir=data_dir, image_size=meta.image_size, split_seed=meta.split_seed
     )
@@ -51,6 +56,12 @@ def evaluate_exported(
     data = dataclasses.replace(data, mean=meta.mean, std=meta.std)
     data = data.to(target)
     scored: nn.Module = IntegerReferenceModel(model) if integer else model
-    loss, accuracy = validate(scored, data, split=split, batch_size=batch_size)
+    cross_entropy, accuracy = validate(scored, data, split=split, batch_size=batch_size)
     count = len(data.split(split))
-    return {"accuracy": accuracy, "loss": loss, "n": count, "split": split, "integer": bool(integer)}
+    return {
+        "accuracy": accuracy,
+        "cross_entropy": cross_entropy,
+        "n": count,
+        "split": split,
+        "integer": bool(integer),
+    }

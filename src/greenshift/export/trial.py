@@ -111,9 +111,11 @@ def export_trial(
         config = config_from_values(record.config, identity.get("fixed") or {})
     except GreenshiftError as exc:
         raise ExportError(f"trial {trial_id}'s configuration is not valid here: {exc}") from None
+    if data_dir is None:
+        data_dir = settings.get("data_dir")
     dataset = load_dataset(
         identity["dataset"],
-        data_dir=data_dir if data_dir is not None else settings.get("data_dir"),
+        data_dir=data_dir,
         image_size=identity.get("image_size"),
         split_seed=int(identity.get("split_seed") or 0),
     )
@@ -148,6 +150,8 @@ def export_trial(
             "budget_epochs": record.budget_epochs,
             "seed": record.seed,
             "config_key": record.config_key,
+            # `greenshift evaluate model.pt` reads the data set from here by default.
+            "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         },
         source=source,
     )

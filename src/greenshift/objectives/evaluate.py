@@ -146,10 +146,10 @@ def evaluate(
             from greenshift.train import validate
 
             with inference_context(model):
-                val_loss, accuracy = validate(model, data, split="val")
+                cross_entropy, accuracy = validate(model, data, split="val")
             values["loss"] = 1.0 - accuracy
             details["accuracy"] = accuracy
-            details["validation_loss"] = val_loss
+            details["validation_cross_entropy"] = cross_entropy
         model_energy: float | None = None
         if "energy_model_j" in names or any(n in names for n in _MEASURED):
             profile = profile_model(model, sample_shape(data), energy_table=table)

@@ -44,7 +44,7 @@ from greenshift.objectives.pareto import (
 )
 from greenshift.report.importance import Importance, compute_importance
 from greenshift.report.improvement import Improvement, compute_improvement
-from greenshift.store.records import TrialRecord, TrialStatus
+from greenshift.store.records import FailureGroup, TrialRecord, TrialStatus, failure_groups
 
 if TYPE_CHECKING:
     from greenshift.report.energy import EnergyCrosscheck
@@ -133,6 +133,11 @@ class ReportData:
     incomplete: tuple[int, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     crosscheck: EnergyCrosscheck | None = None
+    #: Failed trials grouped by error, the most frequent first (:func:`greenshift.store.failure_groups`).
+    failures: tuple[FailureGroup, ...] = ()
+    #: Hyperparameters where the default configuration (the baseline) lies outside the searched space,
+    #: each with what the space allows; empty when it lies inside (recorded by the search).
+    baseline_outside: dict[str, str] = field(default_factory=dict)
 
     @property
     def energy_objectives(self) -> tuple[str, ...]:
@@ -171,6 +176,17 @@ class Comparison:
     reference_point: dict[str, float]
     comparable: bool
     runs: tuple[RunSummary, ...]
+
+
+def baseline_outside_text(outside: Mapping[str, str]) -> str:
+    """One sentence on a default configuration that lies outside the searched space (``""`` if it does not)."""
+    if not outside:
+        return ""
+    where = ", ".join(f"{name} (searched: {allowed})" for name, allowed in outside.items())
+    return (
+        "The default configuration is the default DSNN, evaluated as it is; it lies outside the searched "
+        f"space in {where}, so improvements are measured against a configuration the search could not pick."
+    )
 
 
 def _status(record: TrialRecord) -> TrialStatus:
@@ -302,13 +318,14 @@ def build_report(
     importance_seed: int = 0,
     importance_space: Any = None,
     meta: Mapping[str, Any] | None = None,
+    baseline_outside: Mapping[str, str] | None = None,
 ) -> ReportData:
     """Build the report of one run from its trial records (pure: no files, no plots).
 
     ``max_budget`` is the highest fidelity in epochs; ``reference_point``/``baseline``/``margin`` follow
     the reference-point rules of the module docstring; ``importance_space`` is an optional
     ConfigSpace space for the importance analysis; ``meta`` (data set, backbone, ...) is carried along
-    for display.
+    for display; ``baseline_outside`` is what the search recorded about a baseline outside its space.
     """
     names = tuple(objective_names)
     if not names:
@@ -402,6 +419,8 @@ def build_report(
         status_counts=status_counts,
         incomplete=incomplete,
         meta=dict(meta or {}),
+        failures=tuple(failure_groups(records)),
+        baseline_outside=dict(baseline_outside or {}),
     )
 
 
@@ -436,6 +455,7 @@ def load_report(run_dir: Any, *, crosscheck: bool | Mapping[str, Any] = False, *
     with RunStore.open(run_dir) as store:
         identity = dict(store.identity)
         records = store.trials()
+        kwargs.setdefault("baseline_outside", store.get_state("baseline_outside", {}))
     try:
         names = list(identity["objectives"])
         max_budget = float(identity["max_epochs"])
@@ -474,6 +494,11 @@ def compare_runs(
             raise ConfigError(
                 f"run {name!r} has objectives {list(report.objective_names)}, expected {list(names)}"
             )
+    datasets = {str(name): r.meta.get("dataset") for name, r in pairs if r.meta.get("dataset")}
+    if len(set(datasets.values())) > 1:
+        # Losses on different data sets measure different things: no common front or hypervolume exists.
+        listed = ", ".join(f"{name}: {dataset}" for name, dataset in datasets.items())
+        raise ConfigError(f"the runs are on different data sets ({listed}); compare runs of one data set")
     comparable = all(r.reference_point.comparable for _, r in pairs)
     if reference_point is not None:
         common = resolve_reference_point(names, reference_point=reference_point).values

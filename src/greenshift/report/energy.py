@@ -497,7 +497,7 @@ def energy_crosscheck(
                     measured, measured_source = cached, "re-measured (cached)"
                     reused += 1
                 elif not remeasure:
-                    notes.append("not re-measured (re-measuring was switched off)")
+                    notes.append("not measured yet (greenshift report --remeasure measures it)")
                 else:
                     if progress is not None:
                         progress(

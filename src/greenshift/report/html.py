@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from greenshift.report.data import Comparison, Entry, ReportData
+from greenshift.report.data import Comparison, Entry, ReportData, baseline_outside_text
 from greenshift.report.improvement import Headline
 from greenshift.report.render import objective_label
 
@@ -242,6 +242,17 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
     parts += ["<h2>Summary</h2>", _table(["", ""], summary_rows)]
     if not ref.comparable:
         parts.append(f'<p class="note">{_e("This reference point is not comparable with other runs.")}</p>')
+    if report.failures:
+        parts.append("<h2>Failed trials</h2>")
+        parts.append(
+            _table(
+                ["trials", "status", "error", "trial ids"],
+                [
+                    [g.count, "/".join(g.statuses), g.error, ", ".join(map(str, g.trial_ids))]
+                    for g in report.failures
+                ],
+            )
+        )
 
     parts.append("<h2>Improvement over the default configuration</h2>")
     if report.default is None:
@@ -260,6 +271,8 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
             for n, h in imp.best_energy_reduction.items()
         ]
         parts.append(_table(["headline", "change vs default (negative = better)"], rows))
+        if report.baseline_outside:
+            parts.append(f'<p class="note">{_e(baseline_outside_text(report.baseline_outside))}</p>')
         parts.append("<h3>Default configuration</h3>")
         parts.append(_entries_table([report.default], report, changes=False))
 
@@ -298,11 +311,12 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
         key=lambda h: (-sum(imp_data.values[n].get(h, 0.0) for n in names), h),
     )
     if hps:
-        parts.append(
-            _table(
-                ["hyperparameter", *names], [[h, *[imp_data.values[n].get(h) for n in names]] for h in hps]
-            )
+        rows = [[h, *[imp_data.values[n].get(h) for n in names]] for h in hps]
+        # The random probe's importance: values at or below it say nothing (see importance.py).
+        rows.append(
+            ["(noise floor: a column of random numbers)", *[imp_data.noise_floor.get(n) for n in names]]
         )
+        parts.append(_table(["hyperparameter", *names], rows))
 
     parts.append("<h2>Configurations seen only at lower budgets</h2>")
     parts.append(

@@ -15,6 +15,17 @@ separate it by splitting on the optimiser.
 Results are fractions of explained variance summing to about 1 per objective. With fewer than
 ``min_trials`` configurations, a constant objective or nothing varying, the numbers are still returned
 (zeros where nothing can be said) but ``reliable`` is ``False`` and ``note`` says why.
+
+**Objectives with known inputs.** ``energy_model_j`` is a function of
+:data:`~greenshift.config.MODELLED_ENERGY_FIELDS` alone, so only those hyperparameters enter its
+analysis and every other one gets exactly 0 (a forest fitted to a few trials would otherwise credit
+learning rate or weight decay with part of the variance of a quantity they cannot change).
+
+**Noise floor.** A forest fitted to a few dozen points credits some variance to any column, even one
+of pure noise. Every analysis therefore adds a probe column of uniform random numbers; its importance
+is the objective's ``noise_floor``, and a hyperparameter is *reliable* for an objective only when its
+importance exceeds that floor. ``below_noise[objective]`` lists those that do not; a report shows them
+as indistinguishable from noise. (A real hyperparameter at 0.03 next to a probe at 0.04 says nothing.)
 """
 
 from __future__ import annotations
@@ -27,12 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from greenshift.config import DSNNConfig
+from greenshift.config import MODELLED_ENERGY_FIELDS, DSNNConfig
 
 if TYPE_CHECKING:
     from greenshift.report.data import Entry
 
 MIN_TRIALS = 10
+#: Objectives that are known functions of a few hyperparameters, and those hyperparameters.
+KNOWN_INPUTS: dict[str, tuple[str, ...]] = {"energy_model_j": MODELLED_ENERGY_FIELDS}
+# Name of the random probe column; no DSNNConfig field can take it.
+_PROBE = "(random probe)"
 # Two decades or more between the smallest and largest value reads as a log-scaled hyperparameter.
 _LOG_SPAN = 100.0
 
@@ -47,6 +62,17 @@ class Importance:
     n_trials: int
     filled: dict[str, Any] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()
+    #: Importance of the random probe column per objective (see the module docstring).
+    noise_floor: dict[str, float] = field(default_factory=dict)
+    #: Hyperparameters whose importance does not exceed the objective's noise floor.
+    below_noise: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Hyperparameters that cannot affect an objective by construction (importance exactly 0).
+    excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def reliable_values(self, objective: str) -> dict[str, float]:
+        """The importances of ``objective`` above its noise floor, most important first."""
+        below = set(self.below_noise.get(objective, ()))
+        return {k: v for k, v in self.values.get(objective, {}).items() if k not in below}
 
 
 def _scalar(value: Any) -> Any:
@@ -147,11 +173,18 @@ def compute_importance(
         reasons.append("no hyperparameter varies between the configurations")
 
     values: dict[str, dict[str, float]] = {}
+    noise_floor: dict[str, float] = {}
+    below_noise: dict[str, tuple[str, ...]] = {}
+    excluded: dict[str, tuple[str, ...]] = {}
     targets = np.asarray([[float(e.objectives[o]) for o in names] for e in entries], dtype=float)
-    study = _study(varying, targets, space, seed) if varying and n >= 2 else None
+    probe = np.random.default_rng(seed).random(n).tolist()
     for i, objective in enumerate(names):
         zeros = {k: 0.0 for k in columns}
-        if study is None:
+        inputs = KNOWN_INPUTS.get(objective)
+        if inputs is not None:
+            excluded[objective] = tuple(k for k in columns if k not in inputs)
+        used = {k: v for k, v in varying.items() if inputs is None or k in inputs}
+        if not used or n < 2:
             values[objective] = zeros
             continue
         if np.ptp(targets[:, i]) == 0:
@@ -160,15 +193,29 @@ def compute_importance(
             continue
         from optuna.importance import FanovaImportanceEvaluator
 
+        study = _study({**used, _PROBE: probe}, targets[:, i : i + 1], space, seed)
         evaluator = FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
-        raw = evaluator.evaluate(study, target=lambda t, i=i: t.values[i])
+        raw = evaluator.evaluate(study)
         result = {k: float(raw.get(k, 0.0)) for k in columns}
-        if not all(math.isfinite(v) for v in result.values()):
+        floor = float(raw.get(_PROBE, 0.0))
+        if not all(math.isfinite(v) for v in [*result.values(), floor]):
             reasons.append(f"the importance of {objective} could not be estimated")
-            result = zeros
+            values[objective] = zeros
+            continue
         values[objective] = dict(sorted(result.items(), key=lambda kv: (-kv[1], kv[0])))
+        noise_floor[objective] = floor
+        below_noise[objective] = tuple(k for k in used if result[k] <= floor)
     note = "; ".join(reasons) if reasons else f"fANOVA on {n} configurations at the full budget"
-    return Importance(values, not reasons, note, n, filled, tuple(dropped))
+    noisy = [
+        f"{objective}: {', '.join(below_noise[objective])} not above the noise floor {noise_floor[objective]:.3f}"
+        for objective in names
+        if below_noise.get(objective)
+    ]
+    if noisy:
+        note += "; " + "; ".join(noisy)
+    return Importance(
+        values, not reasons, note, n, filled, tuple(dropped), noise_floor, below_noise, excluded
+    )
 
 
 def _study(varying: Mapping[str, list[Any]], targets: np.ndarray, space: Any, seed: int) -> Any:
@@ -179,7 +226,7 @@ def _study(varying: Mapping[str, list[Any]], targets: np.ndarray, space: Any, se
     distributions = {
         name: (
             _space_distribution(space[name], values)
-            if space is not None and name in space
+            if space is not None and name in space and name != _PROBE
             else _infer_distribution(values)
         )
         for name, values in varying.items()

@@ -99,8 +99,10 @@ def report_json(report: ReportData) -> dict[str, Any]:
 
     Keys: ``pareto``, ``default``, ``improvement``, ``hypervolume``, ``importance``,
     ``reference_point``, plus ``objectives``, ``max_budget``, ``knee``, ``lower_budget``,
-    ``hypervolume_over_budget``, ``status_counts``, ``incomplete``, ``meta`` and ``energy_crosscheck``
-    (rows of modelled next to measured energy and the ``trust`` verdict; ``null`` when skipped).
+    ``hypervolume_over_budget``, ``status_counts``, ``incomplete``, ``meta``, ``energy_crosscheck``
+    (rows of modelled next to measured energy and the ``trust`` verdict; ``null`` when skipped),
+    ``failures`` (failed trials grouped by error, with counts and trial ids) and
+    ``baseline_outside_space`` (where the default configuration lies outside the searched space).
     Percent changes are negative when better than the default.
     """
     imp = report.improvement
@@ -140,12 +142,17 @@ def report_json(report: ReportData) -> dict[str, Any]:
             "n_trials": report.importance.n_trials,
             "filled": report.importance.filled,
             "dropped": list(report.importance.dropped),
+            "noise_floor": report.importance.noise_floor,
+            "below_noise": {k: list(v) for k, v in report.importance.below_noise.items()},
+            "excluded": {k: list(v) for k, v in report.importance.excluded.items()},
         },
         "lower_budget": [_entry_json(e) for e in report.lower_budget],
         "status_counts": report.status_counts,
         "incomplete": list(report.incomplete),
         "meta": report.meta,
         "energy_crosscheck": None if report.crosscheck is None else report.crosscheck.to_json(),
+        "failures": [group.to_dict() for group in report.failures],
+        "baseline_outside_space": report.baseline_outside,
     }
     return _json_safe(data)
 
@@ -312,6 +319,11 @@ def plot_importance(report: ReportData, path: Path) -> Path:
         items = sorted(report.importance.values[name].items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
         ax.set_title(objective_label(name), fontsize=9)
+        floor = report.importance.noise_floor.get(name)
+        if floor is not None:
+            # Bars at or left of this line are indistinguishable from a column of random numbers.
+            ax.axvline(floor, color="tab:red", linestyle="--", linewidth=1, label=f"noise floor {floor:.2f}")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("importance (fraction of variance)")
         ax.set_xlim(0, 1)
         ax.grid(True, axis="x", alpha=0.3)

@@ -37,7 +37,7 @@ from greenshift.search.smac_runner import (
     make_runner,
     make_scenario,
 )
-from greenshift.search.space import build_space, space_to_json
+from greenshift.search.space import baseline_configuration, build_space, outside_space, space_to_json
 from greenshift.search.trial import (
     CRASHED,
     OK,
@@ -90,6 +90,8 @@ class SearchSettings:
     trial_timeout_s: float | None = None
     energy_table: str | None = None
     meter: str = "auto"
+    #: Country whose grid carbon intensity converts measured energy to emissions (docs/energy.md).
+    country_iso_code: str = "DEU"
     force_new: bool = False
     verbose: bool = False
 
@@ -126,6 +128,11 @@ class SearchSettings:
                 f"--max-total-epochs {self.max_total_epochs} is below --max-epochs {self.max_epochs}: "
                 "not even the default configuration fits"
             )
+        code = self.country_iso_code
+        if not (isinstance(code, str) and len(code) == 3 and code.isalpha() and code.isupper()):
+            raise ConfigError(
+                f"--country must be a three-letter ISO 3166 code such as DEU or FRA, got {code!r}"
+            )
         if self.objective_weights is not None:
             weights = self.objective_weights
             if len(weights) != len(self.objectives) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
@@ -150,6 +157,8 @@ class SearchSettings:
             "fixed": dict(sorted(fixed_extra.items())),
             "objective_weights": None if self.objective_weights is None else list(self.objective_weights),
             "continue_promoted": self.continue_promoted,
+            # Only a country other than the default enters, so that runs from before the setting resume.
+            **({} if self.country_iso_code == "DEU" else {"country_iso_code": self.country_iso_code}),
         }
 
 
@@ -164,6 +173,9 @@ class SearchResult:
     pareto: list[TrialRecord]
     default: TrialRecord | None
     stop_reason: str
+    #: Hyperparameters of the baseline (the default DSNN configuration) that the searched space cannot
+    #: produce, each with what the space allows; empty when the baseline lies inside the space.
+    baseline_outside: dict[str, str] = field(default_factory=dict)
 
     @property
     def completed(self) -> list[TrialRecord]:
@@ -244,10 +256,15 @@ class DSNNSearch:
         from greenshift.models import get_model
         from greenshift.shift import count_shiftable_layers
 
-        names = {info.name for info in list_datasets()}
-        if self.settings.dataset not in names:
+        infos = {info.name: info for info in list_datasets()}
+        if self.settings.dataset not in infos:
             raise ConfigError(
-                f"unknown data set {self.settings.dataset!r}; available: {', '.join(sorted(names))}"
+                f"unknown data set {self.settings.dataset!r}; available: {', '.join(sorted(infos))}"
+            )
+        if self.settings.data_dir is not None and not infos[self.settings.dataset].needs_data_dir:
+            # Checked here as well as by the data set's loader, so the search stops before any trial.
+            raise ConfigError(
+                f"data set {self.settings.dataset!r} reads no files: drop --data-dir (data_dir=)"
             )
         return count_shiftable_layers(get_model(self.settings.backbone, num_classes=10, in_channels=3))
 
@@ -257,6 +274,16 @@ class DSNNSearch:
         return build_space(
             self.get_shiftable_layers(), fixed=s.fixed, ranges=s.ranges, space_file=s.space_file, seed=s.seed
         )
+
+    def get_baseline(self) -> Any:
+        """The configuration every search evaluates at the full budget as its baseline.
+
+        The default DSNN configuration with the ``--set`` values, evaluated as it is even where it lies
+        outside the ``--range``s or the space file: narrowing the search must not move what
+        "improvement over the default DSNN" is measured against. SMAC is never told its result.
+        """
+        s = self.settings
+        return baseline_configuration(self.get_shiftable_layers(), fixed=s.fixed, seed=s.seed)
 
     def get_threads_per_worker(self) -> int | None:
         """Torch threads per trial: ``--threads-per-trial``, else the cores split between local workers.
@@ -326,6 +353,7 @@ class DSNNSearch:
             trial_timeout_s=s.trial_timeout_s,
             energy_table=s.energy_table,
             meter=s.meter,
+            country_iso_code=s.country_iso_code,
             fixed_extra=dict(fixed_extra),
         )
 
@@ -380,6 +408,12 @@ class DSNNSearch:
             },
             force_new=s.force_new,
         )
+        # A run resumed from before the baseline stopped moving with --range keeps the default it has.
+        done = next((r for r in store.trials() if r.is_default and r.status in FINAL_STATUSES), None)
+        baseline = done.config if done is not None else configuration_values(self.get_baseline())
+        baseline_outside = outside_space(space, baseline)
+        # The report reads it from here: the baseline is evaluated as it is, even outside the space.
+        store.set_state("baseline_outside", baseline_outside)
         previous_handler = self._install_sigint_handler()
         try:
             store.interrupt_running()
@@ -401,11 +435,17 @@ class DSNNSearch:
             pareto=pareto_records(records, s.objectives, s.max_epochs),
             default=next((r for r in records if r.is_default and r.status == TrialStatus.OK), None),
             stop_reason=stop_reason,
+            baseline_outside=baseline_outside,
         )
 
     def request_stop(self) -> None:
         """Stop asking for new trials; running ones finish and are recorded."""
         self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called (the first Ctrl-C calls it)."""
+        return self._stop_requested.is_set()
 
     def _optimize(self, store: RunStore, space: Any, fixed_extra: Mapping[str, Any]) -> str:
         from smac.runhistory import TrialInfo
@@ -456,9 +496,9 @@ class DSNNSearch:
         started = time.time()
         self.progress.start(self._stats(store, started))
 
-        default_config = space.get_default_configuration()
+        default_config = self.get_baseline()
         default_values = configuration_values(default_config)
-        if not self._default_done(store, default_values):
+        if not self._default_done(store):
             info = TrialInfo(
                 config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs
             )
@@ -493,6 +533,9 @@ class DSNNSearch:
             if not self._pending:
                 break
             runner.wait()
+        # SMAC's own files (DIR/smac/.../runhistory.json) then hold every trial SMAC was told, for SMAC's
+        # tooling; told with save=False per trial, as saving after each would rewrite them every time.
+        smac.optimizer.save()
         self.progress.stop(self._stats(store, started), stop_reason)
         return stop_reason
 
@@ -558,11 +601,10 @@ class DSNNSearch:
         status = StatusType.TIMEOUT if record.status == TrialStatus(TIMEOUT) else StatusType.CRASHED
         return TrialValue(cost=worst, status=status, **timing)
 
-    def _default_done(self, store: RunStore, default_values: dict) -> bool:
-        return any(
-            r.is_default and r.status in FINAL_STATUSES and r.config_key == config_key(default_values)
-            for r in store.trials()
-        )
+    def _default_done(self, store: RunStore) -> bool:
+        # Any finished default counts: a run's baseline follows from its identity, except in runs started
+        # before --range stopped moving it, whose default must stay the one they compared against.
+        return any(r.is_default and r.status in FINAL_STATUSES for r in store.trials())
 
     def _limit_reached(self, store: RunStore, started: float) -> str:
         s = self.settings

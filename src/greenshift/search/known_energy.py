@@ -36,6 +36,7 @@ from smac.runhistory.encoder import RunHistoryEncoder
 from greenshift.config import (
     ACTIVATION_FRACTION_BITS_RANGE,
     ACTIVATION_INTEGER_BITS_RANGE,
+    MODELLED_ENERGY_FIELDS,
     WEIGHT_BITS_RANGE,
     DSNNConfig,
 )
@@ -45,7 +46,7 @@ from greenshift.search.space import config_from_values
 # The objectives greenshift can price from a configuration alone.
 KNOWN_OBJECTIVES = ("energy_model_j",)
 # The configuration fields the modelled energy depends on.
-ENERGY_FIELDS = ("shift_depth", "weight_bits", "activation_integer_bits", "activation_fraction_bits")
+ENERGY_FIELDS = MODELLED_ENERGY_FIELDS
 _MAX_ACT_BITS = ACTIVATION_INTEGER_BITS_RANGE[1] + ACTIVATION_FRACTION_BITS_RANGE[1]
 
 

@@ -2,7 +2,13 @@
 
 Defaults are the *default DSNN configuration* that every search evaluates as its baseline. Users can
 fix values (``--set shift_type=Q``), narrow ranges (``--range lr=0.01:0.1``) or bring their own
-ConfigSpace JSON/YAML file; epochs are the fidelity and never a hyperparameter.
+space file (ConfigSpace's serialised JSON/YAML or its plain ``name: range-or-choices`` form); epochs
+are the fidelity and never a hyperparameter.
+
+The baseline is :func:`baseline_configuration`: the default DSNN configuration with the ``--set`` values
+(they change every trial, so they change the baseline too). ``--range`` and a space file only change
+what is searched, never the baseline, which may therefore lie outside the searched space
+(:func:`outside_space` says where).
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ def build_space(
             raise ConfigError(f"unknown hyperparameter {name!r}; valid: {', '.join(sorted(_CONFIG_FIELDS))}")
     if "shift_depth" in space and "shift_depth" not in fixed:
         _check_depth_bound(space["shift_depth"], shiftable_layers)
+    _check_fixed_depth(fixed, shiftable_layers)
 
     fixed_extra: dict[str, Any] = {}
     replacements: dict[str, Hyperparameter] = {}
@@ -133,6 +140,39 @@ def build_space(
     return space, fixed_extra
 
 
+def baseline_configuration(
+    shiftable_layers: int, *, fixed: Mapping[str, Any] | None = None, seed: int = 0
+) -> Any:
+    """The default DSNN configuration with the ``fixed`` values: the baseline every search evaluates.
+
+    A ConfigSpace ``Configuration`` of the default space with ``fixed`` applied; ``--range`` and space
+    files do not enter, so narrowing the search never moves the baseline.
+    """
+    space, _ = build_space(shiftable_layers, fixed=fixed, seed=seed)
+    return space.get_default_configuration()
+
+
+def outside_space(space: ConfigurationSpace, values: Mapping[str, Any]) -> dict[str, str]:
+    """The ``values`` the searched ``space`` cannot produce, each with what the space allows instead.
+
+    Hyperparameters the space does not hold are left out (trials take their default values for them).
+    """
+    outside: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in space:
+            continue
+        hp = space[name]
+        if isinstance(hp, Constant):
+            if value != hp.value:
+                outside[name] = f"fixed at {hp.value}"
+        elif isinstance(hp, (CategoricalHyperparameter, OrdinalHyperparameter)):
+            if value not in _choices(hp):
+                outside[name] = "one of " + ", ".join(str(c) for c in _choices(hp))
+        elif isinstance(hp, NumericalHyperparameter) and not hp.lower <= value <= hp.upper:
+            outside[name] = f"in [{hp.lower:g}, {hp.upper:g}]"
+    return outside
+
+
 def config_from_values(values: Mapping[str, Any], fixed_extra: Mapping[str, Any] | None = None) -> DSNNConfig:
     """Turn a sampled configuration (inactive hyperparameters absent) into a :class:`DSNNConfig`."""
     merged = {k: _plain(v) for k, v in values.items()}
@@ -141,15 +181,28 @@ def config_from_values(values: Mapping[str, Any], fixed_extra: Mapping[str, Any]
 
 
 def load_space_file(path: str | Path, *, seed: int = 0) -> ConfigurationSpace:
-    """Read a ConfigSpace space from JSON or YAML; every hyperparameter must be a DSNNConfig field."""
+    """Read a search space from JSON or YAML; every hyperparameter must be a DSNNConfig field.
+
+    Two forms are accepted (docs/search.md shows both): ConfigSpace's serialised space (a mapping with
+    ``hyperparameters``, as ``ConfigurationSpace.to_json``/``to_yaml`` write it), and the plain form
+    ConfigSpace's constructor takes, one entry per hyperparameter (:func:`space_from_plain`). A space
+    without hyperparameters is an error: every trial would train the same configuration.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search space file {path} does not exist")
     try:
-        if path.suffix.lower() in {".yaml", ".yml"}:
+        import yaml
+
+        raw = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if isinstance(raw, Mapping) and "hyperparameters" not in raw:
+            space = space_from_plain(raw, seed=seed, origin=f"search space file {path}")
+        elif path.suffix.lower() in {".yaml", ".yml"}:
             space = ConfigurationSpace.from_yaml(path)
         else:
             space = ConfigurationSpace.from_json(path)
+    except ConfigError:
+        raise
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
@@ -158,6 +211,11 @@ def load_space_file(path: str | Path, *, seed: int = 0) -> ConfigurationSpace:
     except Exception as exc:  # yaml errors and ConfigSpace's own error types
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"search space file {path} could not be read: {reason}") from None
+    if len(space) == 0:
+        raise ConfigError(
+            f"search space file {path} defines no hyperparameters; write e.g. 'lr: [0.001, 0.1]' and "
+            "'optimizer: [sgd, adam]', one line per hyperparameter (see docs/search.md)"
+        )
     unknown = sorted(set(space.keys()) - _CONFIG_FIELDS)
     if unknown:
         raise ConfigError(
@@ -177,6 +235,73 @@ def load_space_file(path: str | Path, *, seed: int = 0) -> ConfigurationSpace:
     return space
 
 
+def space_from_plain(
+    entries: Mapping[str, Any], *, seed: int = 0, origin: str = "search space"
+) -> ConfigurationSpace:
+    """A space from the plain form, one ``name: value`` entry per hyperparameter.
+
+    JSON and YAML have no tuples, so the form differs from ConfigSpace's Python dictionary form in one
+    place: a list of two numbers is a range (integers if both are whole numbers), as ``(low, high)`` is
+    in Python. Otherwise a list is a set of choices, a single value a constant, and a mapping gives the
+    details: ``{low: 0.001, high: 0.1, log: true, default: 0.01}`` or
+    ``{choices: [sgd, adam], default: sgd}``.
+    """
+    hyperparameters: list[Hyperparameter] = []
+    for name, entry in entries.items():
+        name = str(name)
+        try:
+            hyperparameters.append(_plain_hyperparameter(name, entry))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{origin}: {name}: {str(exc).splitlines()[0]}") from None
+    space = ConfigurationSpace(seed=seed)
+    space.add(hyperparameters)
+    if "momentum" in space and "optimizer" in space and not isinstance(space["optimizer"], Constant):
+        with_momentum = [o for o in _choices(space["optimizer"]) if o in OPTIMIZERS_WITH_MOMENTUM]
+        if with_momentum:
+            space.add(InCondition(space["momentum"], space["optimizer"], with_momentum))
+    return space
+
+
+def _plain_hyperparameter(name: str, entry: Any) -> Hyperparameter:
+    """One hyperparameter of the plain form (see :func:`space_from_plain`)."""
+    details: dict[str, Any] = dict(entry) if isinstance(entry, Mapping) else {}
+    if isinstance(entry, Mapping):
+        unknown = sorted(set(details) - {"low", "high", "log", "default", "choices"})
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)}; use low/high/log/default or choices/default"
+            )
+        if "choices" in details:
+            entry = list(details["choices"])
+        elif "low" in details and "high" in details:
+            entry = (details["low"], details["high"])
+        else:
+            raise ValueError("a mapping needs low and high, or choices")
+    # ConfigSpace picks a default (the middle of a range, the first choice) where none is given.
+    default: dict[str, Any] = {"default": details["default"]} if details.get("default") is not None else {}
+    if isinstance(entry, (list, tuple)):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry)
+        if len(entry) == 2 and numbers and "choices" not in details:
+            low, high = entry
+            log = bool(details.get("log", False))
+            if (
+                float(low).is_integer()
+                and float(high).is_integer()
+                and not any(isinstance(v, float) for v in entry)
+            ):
+                return Integer(name, (int(low), int(high)), log=log, **default)
+            return Float(name, (float(low), float(high)), log=log, **default)
+        if not entry:
+            raise ValueError("give at least one choice")
+        if numbers and name == "batch_size":
+            ordered = sorted(entry)
+            return OrdinalHyperparameter(name, ordered, default_value=default.get("default", ordered[0]))
+        return Categorical(name, list(entry), **default)
+    if entry is None:
+        raise ValueError("no value given")
+    return Constant(name, entry)
+
+
 def space_to_json(space: ConfigurationSpace) -> str:
     """Canonical JSON of a space: stored with a run so a resumed run can prove it searches the same space."""
     return json.dumps(space.to_serialized_dict(), sort_keys=True)
@@ -187,6 +312,17 @@ def _validate_single(name: str, value: Any, path: Path) -> None:
         DSNNConfig.from_dict({name: _plain(value)})
     except ConfigError as exc:
         raise ConfigError(f"search space file {path}: {exc}") from None
+
+
+def _check_fixed_depth(fixed: Mapping[str, Any], shiftable_layers: int) -> None:
+    """A fixed ``shift_depth`` must fit the backbone: checked before any trial, as ``train`` does."""
+    if fixed.get("shift_depth") is None:
+        return
+    depth = DSNNConfig.from_dict({"shift_depth": fixed["shift_depth"]}).shift_depth
+    if depth is not None and depth > shiftable_layers:
+        raise ConfigError(
+            f"shift_depth={depth} exceeds the {shiftable_layers} shiftable layers of the backbone"
+        )
 
 
 def _check_depth_bound(hp: Hyperparameter, shiftable_layers: int) -> None:

@@ -45,6 +45,7 @@ class TrialSettings:
     trial_timeout_s: float | None = None
     energy_table: str | None = None
     meter: str = "auto"
+    country_iso_code: str = "DEU"
     fixed_extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -276,7 +277,7 @@ def _train_and_evaluate(
     outcome["metrics"].update(
         {
             "val_accuracy_per_epoch": list(result.val_accuracy),
-            "val_loss_per_epoch": list(result.val_loss),
+            "val_cross_entropy_per_epoch": list(result.val_cross_entropy),
             "train_time_s": result.train_time_s,
             "shift_depth_resolved": result.shift_depth,
             "continued_from_epoch": already_trained,
@@ -293,6 +294,7 @@ def _train_and_evaluate(
         device=device,
         energy_table=settings.energy_table,
         meter=settings.meter,
+        measure_options={"country_iso_code": settings.country_iso_code},
     )
     objectives = {name: float(evaluation[name]) for name in settings.objectives}
     bad = [name for name, value in objectives.items() if not math.isfinite(value)]

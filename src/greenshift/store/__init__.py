@@ -5,7 +5,27 @@ This package knows nothing of the search (or SMAC): the search writes trials int
 
 from __future__ import annotations
 
-from greenshift.store.records import TrialRecord, TrialStatus, all_finite, config_key
+from greenshift.store.records import (
+    FAILED_STATUSES,
+    FailureGroup,
+    TrialRecord,
+    TrialStatus,
+    all_finite,
+    config_key,
+    error_headline,
+    failure_groups,
+)
 from greenshift.store.sqlite import MIGRATIONS, RunStore
 
-__all__ = ["MIGRATIONS", "RunStore", "TrialRecord", "TrialStatus", "all_finite", "config_key"]
+__all__ = [
+    "FAILED_STATUSES",
+    "MIGRATIONS",
+    "FailureGroup",
+    "RunStore",
+    "TrialRecord",
+    "TrialStatus",
+    "all_finite",
+    "config_key",
+    "error_headline",
+    "failure_groups",
+]

@@ -13,6 +13,7 @@ import enum
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -87,6 +88,63 @@ class TrialRecord:
             "checkpoint": self.checkpoint,
             "config_key": self.config_key,
         }
+
+
+#: Statuses of trials that finished without objectives.
+FAILED_STATUSES = (TrialStatus.CRASHED, TrialStatus.DIVERGED, TrialStatus.TIMEOUT, TrialStatus.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed trials that share one error message (its first line): how many, which, with what status."""
+
+    error: str
+    count: int
+    statuses: tuple[str, ...]
+    trial_ids: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values."""
+        return {
+            "error": self.error,
+            "count": self.count,
+            "statuses": list(self.statuses),
+            "trial_ids": list(self.trial_ids),
+        }
+
+
+def error_headline(error: str | None) -> str | None:
+    """The line of a trial's error text that says what went wrong; ``None`` for no text."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    if not lines:
+        return None
+    # Tracebacks end with the exception line; other messages start with what happened.
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+
+
+def failure_groups(records: Iterable[TrialRecord]) -> list[FailureGroup]:
+    """The failed trials grouped by the first line of their error, the most frequent error first.
+
+    A trial that failed without a message is grouped under its status, so that every failure is counted.
+    """
+    groups: dict[str, list[TrialRecord]] = {}
+    for record in records:
+        if TrialStatus(record.status) not in FAILED_STATUSES:
+            continue
+        message = (
+            error_headline(record.error) or f"{TrialStatus(record.status).value} without an error message"
+        )
+        groups.setdefault(message, []).append(record)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), min(r.trial_id for r in item[1])))
+    return [
+        FailureGroup(
+            error=message,
+            count=len(members),
+            statuses=tuple(sorted({TrialStatus(r.status).value for r in members})),
+            trial_ids=tuple(sorted(int(r.trial_id) for r in members)),
+        )
+        for message, members in ordered
+    ]
 
 
 def _plain(value: Any) -> Any:

@@ -178,9 +178,9 @@ class TrainResult:
     model: nn.Module
     status: str
     epochs_completed: int
-    val_loss: list[float] = field(default_factory=list)
+    val_cross_entropy: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
+    train_cross_entropy: list[float] = field(default_factory=list)
     train_time_s: float = 0.0
     shift_depth: int = 0
     message: str | None = None
@@ -191,9 +191,9 @@ class TrainResult:
         return self.val_accuracy[-1] if self.val_accuracy else math.nan
 
     @property
-    def final_loss(self) -> float:
-        """Validation loss after the last completed epoch (nan if none)."""
-        return self.val_loss[-1] if self.val_loss else math.nan
+    def final_cross_entropy(self) -> float:
+        """Validation cross-entropy after the last completed epoch (nan if none)."""
+        return self.val_cross_entropy[-1] if self.val_cross_entropy else math.nan
 
 
 def cosine_factor(epoch: int, schedule_epochs: int) -> float:
@@ -221,8 +221,8 @@ def train(
     ``checkpoint_path`` a checkpoint (model, optimiser, scheduler, RNG states, histories) is written
     atomically after every epoch; ``resume_from`` continues from one, bit-identically on the CPU, as long
     as config, backbone and ``schedule_epochs`` match (the checkpoint's RNG states replace ``seed``).
-    ``progress(epoch, metrics)`` is called after each epoch (counted from 1) with ``train_loss``,
-    ``val_loss``, ``val_accuracy`` and the ``lr`` used in that epoch. A non-finite training loss stops
+    ``progress(epoch, metrics)`` is called after each epoch (counted from 1) with ``train_cross_entropy``,
+    ``val_cross_entropy``, ``val_accuracy`` and the ``lr`` used in that epoch. A non-finite training loss stops
     training with status ``"diverged"`` instead of raising. Deterministic on the CPU for a given seed.
     ``channels_last`` trains in channels-last memory layout; ``None`` (default) does so on the CPU only.
     """
@@ -334,8 +334,8 @@ def _train(
             break
         scheduler.step()
         val_loss, val_accuracy = validate(model, dataset, batch_size=config.test_batch_size)
-        result.train_loss.append(train_loss)
-        result.val_loss.append(val_loss)
+        result.train_cross_entropy.append(train_loss)
+        result.val_cross_entropy.append(val_loss)
         result.val_accuracy.append(val_accuracy)
         result.epochs_completed = epoch + 1
         if checkpoint_path is not None:
@@ -357,7 +357,12 @@ def _train(
         if progress is not None:
             progress(
                 epoch + 1,
-                {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr},
+                {
+                    "train_cross_entropy": train_loss,
+                    "val_cross_entropy": val_loss,
+                    "val_accuracy": val_accuracy,
+                    "lr": lr,
+                },
             )
 
     model.eval()
@@ -433,8 +438,8 @@ def _checkpoint_state(
         "rng": _rng_states(device),
         "data_generator": generator.get_state(),
         "history": {
-            "train_loss": list(result.train_loss),
-            "val_loss": list(result.val_loss),
+            "train_loss": list(result.train_cross_entropy),
+            "val_loss": list(result.val_cross_entropy),
             "val_accuracy": list(result.val_accuracy),
         },
         "train_time_s": result.train_time_s,
@@ -460,8 +465,8 @@ def _restore(
         if device.type == "cuda" and "torch_cuda" in state["rng"]:
             torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
         history = state["history"]
-        result.train_loss = [float(x) for x in history["train_loss"]]
-        result.val_loss = [float(x) for x in history["val_loss"]]
+        result.train_cross_entropy = [float(x) for x in history["train_loss"]]
+        result.val_cross_entropy = [float(x) for x in history["val_loss"]]
         result.val_accuracy = [float(x) for x in history["val_accuracy"]]
         result.epochs_completed = int(state["epoch"])
         result.train_time_s = float(state["train_time_s"])
