@@ -55,6 +55,7 @@ OBJECTIVE_NAMES = (
     "energy_measured_j",
     "emissions_measured_kg",
     "latency_ms",
+    "latency_ort_ms",
     "size_bits",
 )
 
@@ -525,8 +526,11 @@ def _add_export(command: Callable[..., argparse.ArgumentParser]) -> None:
         "export",
         "export the model of one trial",
         "Export the trained model of one trial as a compact file (packed shift weights). The model the\n"
-        "search kept is used; without one the trial is retrained exactly (same budget and seed).",
-        "example:\n  greenshift export runs/demo --trial 7 --out model.pt",
+        "search kept is used; without one the trial is retrained exactly (same budget and seed).\n"
+        "--format onnx writes an ONNX model with integer power-of-two shift weights for onnxruntime,\n"
+        "its float twin (<stem>.float.onnx) and checks its predictions on the test split (docs/deploy.md).",
+        "examples:\n  greenshift export runs/demo --trial 7 --out model.pt\n"
+        "  greenshift export runs/demo --trial 7 --out model.onnx --format onnx",
     )
     p.add_argument("run_dir", metavar="DIR", help="run directory of a search")
     p.add_argument(
@@ -542,6 +546,12 @@ def _add_export(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--device", metavar="auto|cpu|cuda", default="auto", help="device for retraining (default: auto)"
     )
+    p.add_argument(
+        "--format",
+        choices=("greenshift", "onnx"),
+        default="greenshift",
+        help="greenshift: packed export file; onnx: ONNX model for onnxruntime (default: greenshift)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=cmd_export)
 
@@ -551,8 +561,10 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
         "evaluate",
         "evaluate an exported model",
         "Accuracy of an exported model on a data set, with the float simulation or the integer-only\n"
-        "reference inference. Images are resized and normalised as in training.",
-        "example:\n  greenshift evaluate model.pt --dataset digits --integer --split test",
+        "reference inference. Images are resized and normalised as in training. An .onnx model runs in\n"
+        "onnxruntime: accuracy and latency (median, batch 1 and 64) next to its float twin.",
+        "examples:\n  greenshift evaluate model.pt --dataset digits --integer --split test\n"
+        "  greenshift evaluate model.onnx --split test",
     )
     p.add_argument("model", metavar="FILE", help="exported model file")
     p.add_argument("--dataset", metavar="NAME", help="data set (default: the one the model was trained on)")
@@ -562,6 +574,18 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--integer", action="store_true", help="run the integer-only reference inference (slow)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="split to score (default: val)")
     p.add_argument("--device", metavar="auto|cpu|cuda", default="auto", help="device (default: auto)")
+    p.add_argument(
+        "--float-model",
+        metavar="FILE",
+        help="ONNX float model to compare an .onnx model with (default: <stem>.float.onnx if present)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=30,
+        metavar="N",
+        help="timed runs per batch size for .onnx (default: 30)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -1439,6 +1463,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``greenshift export``: the model of one trial as a compact model file."""
     from greenshift.export import export_trial
 
+    if args.format == "onnx":
+        return _export_onnx(args)
+
     info = export_trial(
         args.run_dir,
         args.trial,
@@ -1479,6 +1506,51 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    """``greenshift export --format onnx``: the trial as an ONNX model, its float twin and its agreement."""
+    from greenshift.export import export_trial_onnx
+
+    info, source = export_trial_onnx(
+        args.run_dir,
+        args.trial,
+        args.out,
+        retrain_if_missing=not args.no_retrain,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
+    agreement = info.agreement.to_dict() if info.agreement is not None else None
+    if args.json:
+        _print_json(
+            {
+                "path": str(info.path),
+                "float_path": str(info.float_path) if info.float_path else None,
+                "trial_id": args.trial,
+                "source": source.source,
+                "size_bytes": info.size_bytes,
+                "float_size_bytes": info.float_size_bytes,
+                "weight_types": info.weight_types,
+                "layers": info.layers,
+                "agreement": agreement,
+            }
+        )
+        return 0
+    console = _console()
+    console.print(f"exported trial {args.trial} of {args.run_dir} to {info.path} ({_bytes(info.size_bytes)})")
+    if info.float_path is not None and info.float_size_bytes is not None:
+        console.print(f"float twin {info.float_path} ({_bytes(info.float_size_bytes)})")
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(info.weight_types.items()))
+    console.print(f"shift layers by weight type: {kinds or 'none'}")
+    if agreement is not None:
+        console.print(
+            f"onnxruntime vs simulated model on {agreement['n']} {agreement['split']} images: "
+            f"{100 * agreement['agreement']:.2f} % same predictions, largest logit difference "
+            f"{agreement['max_logit_diff']:.3g}; accuracy {agreement['accuracy_onnx']:.4f} "
+            f"(simulated {agreement['accuracy_simulated']:.4f})"
+        )
+    console.print(f"evaluate it with: greenshift evaluate {info.path} --split test")
+    return 0
+
+
 def _bytes(count: int) -> str:
     for unit, scale in (("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
@@ -1490,6 +1562,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``greenshift evaluate``: accuracy of an exported model."""
     from greenshift.export import evaluate_exported, read_exported
 
+    if Path(args.model).suffix == ".onnx":
+        return _evaluate_onnx(args)
     dataset = args.dataset or read_exported(args.model)[0].dataset
     scores = evaluate_exported(
         args.model,
@@ -1513,6 +1587,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{args.model} ({_bytes(result['size_bytes'])}) on {dataset} {args.split} ({scores['n']} images, {mode}): "
         f"accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}"
     )
+    return 0
+
+
+def _evaluate_onnx(args: argparse.Namespace) -> int:
+    """``greenshift evaluate model.onnx``: accuracy and latency in onnxruntime, next to the float twin."""
+    from greenshift.export import evaluate_onnx
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    result = evaluate_onnx(
+        args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        float_path=args.float_model,
+        repeats=args.repeats,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    console = _console()
+    console.print(f"onnxruntime on {result['dataset']} {result['split']} ({result['n']} images)")
+    for key in ("model", "float"):
+        entry = result[key]
+        if entry is None:
+            console.print("no float twin found (pass --float-model)")
+            continue
+        times = ", ".join(f"batch {b} {v['median_ms']:.3g} ms" for b, v in entry["latency"].items())
+        console.print(
+            f"{entry['path']} ({_bytes(entry['size_bytes'])}): accuracy {entry['accuracy']:.4f}; median {times}"
+        )
+    if result["speedup"]:
+        ratios = ", ".join(f"batch {b} {v:.2f}x" for b, v in result["speedup"].items())
+        console.print(f"speed-up over the float model: {ratios}")
     return 0
 
 
