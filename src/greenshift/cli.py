@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(command)
     _add_export(command)
     _add_evaluate(command)
+    _add_calibrate(command)
     return parser
 
 
@@ -477,6 +478,12 @@ def _add_report(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--meter", choices=METERS, default="auto", help="energy meter for re-measured models (default: auto)"
     )
+    p.add_argument(
+        "--energy-table",
+        metavar="FILE",
+        help="model the cross-checked energies with this table, e.g. from 'greenshift calibrate' "
+        "(default: the run's values)",
+    )
     p.set_defaults(handler=cmd_report)
 
 
@@ -588,6 +595,28 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=cmd_evaluate)
+
+
+def _add_calibrate(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "calibrate",
+        "price the energy model's operations on this machine",
+        "Time the operations the energy model prices (float and shift multiply-accumulates at 8, 16\n"
+        "and 32 activation bits, integer multiplications, memory reads) in PyTorch on this machine and\n"
+        "write an energy table (and a latency table, <stem>.latency.json) in the format --energy-table\n"
+        "reads. With --meter the power is measured; otherwise --watts (default 1) converts ns to pJ.",
+        "examples:\n  greenshift calibrate --out calibrated.json\n"
+        "  greenshift report runs/demo --energy-table calibrated.json",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="energy table to write, e.g. calibrated.json")
+    p.add_argument("--watts", type=float, metavar="W", help="power to assume without a meter (default: 1)")
+    p.add_argument("--meter", choices=METERS, help="measure the power with this energy meter")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads while timing (default: torch's)")
+    p.add_argument(
+        "--rounds", type=int, default=15, metavar="N", help="interleaved timing rounds (default: 15)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=cmd_calibrate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1288,6 +1317,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         # Re-measuring a kept model takes seconds to a minute per model; the result is cached in the run.
         progress = None if args.json else _console().print
         crosscheck = {"meter": args.meter, "remeasure": not args.no_remeasure, "progress": progress}
+        if args.energy_table:
+            crosscheck["energy_table"] = args.energy_table
     report = load_report(args.run_dir, crosscheck=crosscheck)
     paths = write_report(report, args.out or args.run_dir)
     if args.open:
@@ -1621,6 +1652,39 @@ def _evaluate_onnx(args: argparse.Namespace) -> int:
     if result["speedup"]:
         ratios = ", ".join(f"batch {b} {v:.2f}x" for b, v in result["speedup"].items())
         console.print(f"speed-up over the float model: {ratios}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``greenshift calibrate``: time the energy model's operations here and write the tables."""
+    from greenshift.deploy.calibrate import calibrate
+
+    meter = None
+    if args.meter:
+        from greenshift.objectives import choose_meter
+
+        meter, _ = choose_meter(args.meter)
+    result = calibrate(rounds=args.rounds, threads=args.threads, watts=args.watts, meter=meter)
+    energy, latency = result.write(args.out)
+    if args.json:
+        _print_json(
+            {
+                "energy_table": str(energy),
+                "latency_table": str(latency),
+                "watts": result.watts,
+                "power_source": result.power_source,
+                "ns": result.ns,
+            }
+        )
+        return 0
+    console = _console()
+    ns = result.ns
+    console.print(
+        f"per multiply-accumulate: float {2 * ns['fp_add'][32]:.4g} ns; shift "
+        + ", ".join(f"{b} bits {2 * v:.4g} ns" for b, v in ns["shift"].items())
+    )
+    console.print(f"power {result.watts:.3g} W ({result.power_source})")
+    console.print(f"wrote {energy} (pJ) and {latency} (ns); use them with --energy-table")
     return 0
 
 
