@@ -392,11 +392,25 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def session(model_bytes: bytes, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU inference session for the model (all graph optimisations on)."""
+# onnxruntime keeps DequantizeLinear nodes of constant weights in the graph (it looks for QDQ groups
+# to fuse into integer kernels) and so dequantises every weight on every run and cannot fold batch
+# norm into the convolution. A DSNN's groups never fuse (module docstring), so this turns that off:
+# the weights are dequantised once, at load. ResNet20 Q 4-bit, 8-bit activations, batch 64 on 2
+# cores: 158 ms instead of 215 ms (float twin 120 ms).
+FAST_SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
+
+
+def session(model_bytes: bytes, *, threads: int | None = None, fast: bool = True) -> Any:
+    """An onnxruntime CPU inference session for the model (all graph optimisations on).
+
+    ``fast`` applies :data:`FAST_SESSION_CONFIG` (weights dequantised once at load; same results up
+    to float32 summation order).
+    """
     _, ort = require_onnx()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in (FAST_SESSION_CONFIG if fast else {}).items():
+        options.add_session_config_entry(key, value)
     if threads is not None:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
