@@ -149,7 +149,13 @@ def latency_ort_cost(d: dict[str, Any]) -> list[str]:
         "",
         f"The objective `latency_ort_ms` (ONNX export, onnxruntime session, 3 + 20 timed batches of 64) adds "
         f"**{d['latency_ort_ms_cost_ms_per_trial']:.0f} ms per trial** for a {d['backbone']} DSNN, "
-        f"{d['latency_ort_ms_cost_share_of_mean_trial']:.0%} of this search's mean trial.",
+        f"{d['latency_ort_ms_cost_share_of_mean_trial']:.0%} of this search's mean trial"
+        + (
+            f" (measured {d['latency_ort_ms_machine']['date']}, load average "
+            f"{d['latency_ort_ms_machine']['load_average']:.1f})."
+            if "latency_ort_ms_machine" in d
+            else "."
+        ),
     ]
 
 
@@ -159,7 +165,8 @@ def calibration(d: dict[str, Any]) -> list[str]:
         "| configuration | measured (ms/image) | shipped table (J) | calibrated table (J) |",
         "|---|---|---|---|",
     ]
-    for name, measured in d["measured_ms_per_image"].items():
+    for name in sorted(d["measured_ms_per_image"], key=lambda n: (n != "float", n)):
+        measured = d["measured_ms_per_image"][name]
         rows.append(
             f"| {name} | {measured:.3f} | {d['modelled_j']['shipped'][name]:.3g} | "
             f"{d['modelled_j']['calibrated'][name]:.3g} |"
@@ -182,7 +189,8 @@ def deploy(d: dict[str, Any]) -> list[str]:
         "eager b64 (ms) | ORT vs eager b64 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, v in d["variants"].items():
+    for name in sorted(d["variants"], key=lambda n: (n != "float", n)):
+        v = d["variants"][name]
         key = name.removesuffix(" (QDQ kept)")
         types = ", ".join(f"{n} {t}" for t, n in sorted(d["weight_types"].get(key, {}).items())) or "-"
         eager = f"{v['eager_ms_b64']:.1f}" if "eager_ms_b64" in v else "-"
@@ -205,7 +213,7 @@ def deploy(d: dict[str, Any]) -> list[str]:
         "requantises to 8 bits per tensor, which batch norm and residual sums between shift layers do not "
         "allow, so shift layers run as float convolutions on exactly dequantised weights (docs/deploy.md).",
         "",
-        f"onnxruntime {d['onnxruntime']}, {d['threads']} threads, medians of {d['rounds']} interleaved rounds.",
+        f"onnxruntime {d['onnxruntime']}, {d['threads']} thread(s), medians of {d['rounds']} interleaved rounds.",
     ]
 
 

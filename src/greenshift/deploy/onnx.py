@@ -39,6 +39,7 @@ import contextlib
 import copy
 import io
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -252,15 +253,19 @@ def _check_layer(name: str, layer: ShiftLayer) -> None:
         )
 
 
+# torch.onnx.export is not thread-safe and the specs are process-global: one export at a time (trials
+# running in threads of one worker wait for each other here).
+_EXPORT_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _registered(specs: list[_LayerSpec]) -> Iterator[None]:
-    if _SPECS:
-        raise ExportError("another ONNX export is running in this process")
-    _SPECS.extend(specs)
-    try:
-        yield
-    finally:
-        _SPECS.clear()
+    with _EXPORT_LOCK:
+        _SPECS.extend(specs)
+        try:
+            yield
+        finally:
+            _SPECS.clear()
 
 
 @dataclass(frozen=True)
