@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -301,40 +300,36 @@ def test_to_onnx_writes_the_model_its_float_twin_and_the_agreement(exported, dig
     assert agreement.accuracy_simulated == float((_simulated(model, digits).argmax(1) == labels).mean())
 
 
+PLAIN_SCRIPT = """
+import sys
+import numpy as np
+import onnxruntime as ort
+
+model, images, out = sys.argv[1:]
+sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+logits = sess.run(None, {"images": np.load(images)})[0]
+np.save(out, logits)
+assert not {"torch", "greenshift"} & set(sys.modules), "only onnxruntime and numpy may be loaded"
+"""
+
+
+def run_plain_script(model_path, images: np.ndarray, folder) -> np.ndarray:
+    """Logits of ``model_path`` from a subprocess that imports only onnxruntime and numpy."""
+    np.save(folder / "images.npy", images)
+    script = folder / "deploy.py"
+    script.write_text(PLAIN_SCRIPT)
+    out = folder / "out.npy"
+    command = [sys.executable, str(script), str(model_path), str(folder / "images.npy"), str(out)]
+    subprocess.run(command, check=True, timeout=120)
+    return np.load(out)
+
+
 def test_a_script_with_only_onnxruntime_and_numpy_runs_the_model(exported, digits, tmp_path):
     model, info = exported
-    images = digits.split("test").images.numpy()
-    np.save(tmp_path / "images.npy", images)
-    script = tmp_path / "deploy.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import sys
-            import numpy as np
-            import onnxruntime as ort
-
-            model, images, out = sys.argv[1:]
-            sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-            logits = sess.run(None, {"images": np.load(images)})[0]
-            np.save(out, logits)
-            assert not {"torch", "greenshift"} & set(sys.modules), "only onnxruntime and numpy may be loaded"
-            """
-        )
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(info.path),
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.npy"),
-        ],
-        check=True,
-        timeout=120,
-    )
-    logits = np.load(tmp_path / "out.npy")
+    logits = run_plain_script(info.path, digits.split("test").images.numpy(), tmp_path)
     simulated = _simulated(model, digits)
     assert (logits.argmax(1) == simulated.argmax(1)).mean() >= 0.995
+    np.testing.assert_allclose(logits, simulated, atol=1e-3)
 
 
 def test_evaluate_onnx_reports_accuracy_and_latency_next_to_the_float_twin(exported):
@@ -404,6 +399,10 @@ def test_search_with_latency_ort_ms_then_export_and_evaluate_a_front_member(digi
     exported = json.loads(capsys.readouterr().out)
     assert code == 0 and exported["path"] == str(out) and exported["agreement"]["agreement"] >= 0.995
     assert (tmp_path / "front.float.onnx").is_file()
+    # The front member in plain onnxruntime + numpy: the accuracy export reported, on every test image.
+    logits = run_plain_script(out, digits.split("test").images.numpy(), tmp_path)
+    labels = digits.split("test").labels.numpy()
+    assert float((logits.argmax(1) == labels).mean()) == exported["agreement"]["accuracy_onnx"]
     code = main(["evaluate", str(out), "--split", "test", "--repeats", "2", "--json"])
     scores = json.loads(capsys.readouterr().out)
     assert code == 0 and scores["model"]["accuracy"] == exported["agreement"]["accuracy_onnx"]

@@ -55,7 +55,8 @@ from greenshift.shift import ShiftConv2d, ShiftLayer, ShiftLinear
 OPSET = 21
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-# Widest exponent span per channel that an integer type of this width holds (|q| <= 2**(width - 2)).
+# Integer weight types, narrowest first; width w holds a channel whose exponents span up to w - 2
+# (|q| <= 2**(w - 2), since +2**(w - 1) does not fit).
 _WEIGHT_TYPES = ((8, torch.int8), (16, torch.int16))
 
 
