@@ -7,7 +7,7 @@ VENV ?= .venv
 # pyproject.toml is already met; GPU users override, e.g. TORCH_SPEC='torch==2.13.0'
 # with their CUDA index configured in pip.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,dask,gpu
+EXTRAS ?= dev,dask,gpu,deploy
 STAMP := $(VENV)/.greenshift-installed
 BIN := $(VENV)/bin
 RUN_DIR ?= runs/digits-demo

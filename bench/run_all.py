@@ -24,6 +24,8 @@ BENCHMARKS = (
     "dask_scaling",
     "continue_promoted",
     "search_efficiency",
+    "deploy",
+    "calibration",
 )
 
 

@@ -7,14 +7,80 @@ first trial's start to the last trial's end: optimiser, store and scheduling per
 overhead is also printed in milliseconds per trial, which does not depend on how long trials take.
 Target: loop overhead <= 5 % for 50 trials.
 
+The measured deployment objective ``latency_ort_ms`` adds its own cost to every trial (ONNX export,
+onnxruntime session, timed runs). It is measured next to the search: ``evaluate`` of one DSNN of the
+benchmark's backbone with ``loss`` alone and with ``loss`` plus ``latency_ort_ms``, interleaved, the
+difference of the medians per trial, also as a share of the search's mean trial duration.
+
     python bench/search_overhead.py [--trials 50] [--min-epochs 1] [--max-epochs 9] [--quick]
+    python bench/search_overhead.py --objective-cost-only   # add the latency_ort_ms cost to the result
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
+from typing import Any
 
 from common import search_in_tempdir, write_result
+
+
+def latency_ort_cost(backbone: str, rounds: int = 5) -> dict[str, Any]:
+    """Median seconds of ``evaluate`` with and without ``latency_ort_ms`` for one DSNN of ``backbone``."""
+    import torch
+
+    from greenshift.config import DSNNConfig
+    from greenshift.data import load_dataset
+    from greenshift.objectives import evaluate
+    from greenshift.train import build_model
+
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model(
+        DSNNConfig(shift_type="Q", weight_bits=4, activation_integer_bits=4, activation_fraction_bits=4),
+        backbone,
+        data.num_classes,
+        data.in_channels,
+    ).eval()
+    sets = {"loss": ["loss"], "loss+latency_ort_ms": ["loss", "latency_ort_ms"]}
+    samples: dict[str, list[float]] = {k: [] for k in sets}
+    for r in range(rounds):
+        for name in list(sets)[r % 2 :] + list(sets)[: r % 2]:
+            start = time.perf_counter()
+            evaluate(model, data, sets[name], device="cpu")
+            samples[name].append(time.perf_counter() - start)
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    return {"evaluate_s": medians, "cost_s": medians["loss+latency_ort_ms"] - medians["loss"]}
+
+
+def add_objective_cost(backbone: str, rounds: int) -> None:
+    """Add the latency_ort_ms cost to bench/results/search_overhead.json, keeping the search's figures."""
+    import json
+
+    from common import RESULTS, machine
+
+    path = RESULTS / "search_overhead.json"
+    data = json.loads(path.read_text())
+    if data.get("backbone") != backbone:
+        raise SystemExit(
+            f"{path} holds a {data.get('backbone')} search; pass --backbone {data.get('backbone')}"
+        )
+    cost = latency_ort_cost(backbone, rounds=rounds)
+    mean_trial_s = data["inside_trials_s"] / data["trials"]
+    data.update(
+        {
+            "latency_ort_ms_cost_ms_per_trial": cost["cost_s"] * 1000,
+            "latency_ort_ms_cost_share_of_mean_trial": cost["cost_s"] / mean_trial_s,
+            "latency_ort_ms_evaluate_s": cost["evaluate_s"],
+            "latency_ort_ms_machine": machine(),
+        }
+    )
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    print(
+        f"latency_ort_ms adds {cost['cost_s'] * 1000:.0f} ms per trial "
+        f"({cost['cost_s'] / mean_trial_s:.1%} of the recorded mean trial, {mean_trial_s:.2f} s); written {path}"
+    )
 
 
 def main() -> None:
@@ -25,7 +91,15 @@ def main() -> None:
     parser.add_argument("--min-epochs", type=int, default=1, help="smallest budget of a trial")
     parser.add_argument("--max-epochs", type=int, default=9, help="largest budget of a trial")
     parser.add_argument("--quick", action="store_true", help="12 trials, for a smoke run")
+    parser.add_argument(
+        "--objective-cost-only",
+        action="store_true",
+        help="measure only what latency_ort_ms adds per trial and add it to the existing result file",
+    )
     args = parser.parse_args()
+    if args.objective_cost_only:
+        add_objective_cost(args.backbone, rounds=3 if args.quick else 7)
+        return
     trials = 12 if args.quick else args.trials
     result, wall_s = search_in_tempdir(
         backbone=args.backbone, trials=trials, min_epochs=args.min_epochs, max_epochs=args.max_epochs, seed=0
@@ -44,6 +118,12 @@ def main() -> None:
         f"overhead share of the search loop: {loop_overhead:.1%} (target <= 5%), {per_trial_ms:.0f} ms per trial; "
         f"of the whole call: {overhead:.1%}"
     )
+    cost = latency_ort_cost(args.backbone, rounds=3 if args.quick else 7)
+    mean_trial_s = in_trials_s / len(result.completed)
+    print(
+        f"latency_ort_ms adds {cost['cost_s'] * 1000:.0f} ms per trial "
+        f"({cost['cost_s'] / mean_trial_s:.1%} of the mean trial, {mean_trial_s:.2f} s)"
+    )
     path = write_result(
         "search_overhead",
         {
@@ -59,6 +139,9 @@ def main() -> None:
             "overhead_share": overhead,
             "loop_overhead_share": loop_overhead,
             "target": 0.05,
+            "latency_ort_ms_cost_ms_per_trial": cost["cost_s"] * 1000,
+            "latency_ort_ms_cost_share_of_mean_trial": cost["cost_s"] / mean_trial_s,
+            "latency_ort_ms_evaluate_s": cost["evaluate_s"],
         },
     )
     print(f"written {path}")

@@ -136,7 +136,84 @@ def search_overhead(d: dict[str, Any]) -> list[str]:
         f"{d['trials']} trials of {d['backbone']} on digits ({d['min_epochs']} to {d['max_epochs']} epochs): wall "
         f"{d['wall_s']:.1f} s (start-up {d['startup_s']:.1f} s), search loop {d['loop_s']:.1f} s, inside trials "
         f"{d['inside_trials_s']:.1f} s: **loop overhead {d['loop_overhead_share']:.1%}** (target <= "
-        f"{d['target']:.0%}), {d['overhead_ms_per_trial']:.0f} ms per trial; whole call {d['overhead_share']:.1%}."
+        f"{d['target']:.0%}), {d['overhead_ms_per_trial']:.0f} ms per trial; whole call {d['overhead_share']:.1%}.",
+        *latency_ort_cost(d),
+    ]
+
+
+def latency_ort_cost(d: dict[str, Any]) -> list[str]:
+    """What the measured deployment objective latency_ort_ms adds per trial (when the run measured it)."""
+    if "latency_ort_ms_cost_ms_per_trial" not in d:
+        return []
+    return [
+        "",
+        f"The objective `latency_ort_ms` (ONNX export, onnxruntime session, 3 + 20 timed batches of 64) adds "
+        f"**{d['latency_ort_ms_cost_ms_per_trial']:.0f} ms per trial** for a {d['backbone']} DSNN, "
+        f"{d['latency_ort_ms_cost_share_of_mean_trial']:.0%} of this search's mean trial"
+        + (
+            f" (measured {d['latency_ort_ms_machine']['date']}, load average "
+            f"{d['latency_ort_ms_machine']['load_average']:.1f})."
+            if "latency_ort_ms_machine" in d
+            else "."
+        ),
+    ]
+
+
+def calibration(d: dict[str, Any]) -> list[str]:
+    """Measured time per image next to modelled energy (shipped and calibrated tables), Spearman rho."""
+    rows = [
+        "| configuration | measured (ms/image) | shipped table (J) | calibrated table (J) |",
+        "|---|---|---|---|",
+    ]
+    for name in sorted(d["measured_ms_per_image"], key=lambda n: (n != "float", n)):
+        measured = d["measured_ms_per_image"][name]
+        rows.append(
+            f"| {name} | {measured:.3f} | {d['modelled_j']['shipped'][name]:.3g} | "
+            f"{d['modelled_j']['calibrated'][name]:.3g} |"
+        )
+    rho = d["spearman_rho"]
+    return [
+        *rows,
+        "",
+        f"Spearman rank correlation with the measured time: shipped 45 nm table **{rho['shipped']:.2f}**, "
+        f"calibrated table **{rho['calibrated']:.2f}** (goal {d['goal']}). Eager PyTorch at batch "
+        f"{d['batch']}, {d['threads']} thread(s), medians of {d['rounds']} interleaved rounds; input "
+        f"{'x'.join(map(str, d['input_shape']))}.",
+    ]
+
+
+def deploy(d: dict[str, Any]) -> list[str]:
+    """Float vs DSNN ResNet20 in onnxruntime and eager PyTorch, ratios to float in the same runtime."""
+    rows = [
+        "| variant | weight types | ORT b1 (ms) | ORT b64 (ms) | speed-up vs float ORT b1 | b64 | "
+        "eager b64 (ms) | ORT vs eager b64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(d["variants"], key=lambda n: (n != "float", n)):
+        v = d["variants"][name]
+        key = name.removesuffix(" (QDQ kept)")
+        types = ", ".join(f"{n} {t}" for t, n in sorted(d["weight_types"].get(key, {}).items())) or "-"
+        eager = f"{v['eager_ms_b64']:.1f}" if "eager_ms_b64" in v else "-"
+        versus = f"{v['ort_speedup_vs_eager_b64']:.1f}x" if "ort_speedup_vs_eager_b64" in v else "-"
+        rows.append(
+            f"| {name} | {types} | {v['ort_ms_b1']:.2f} | {v['ort_ms_b64']:.1f} | "
+            f"{v['ort_speedup_vs_float_b1']:.2f} | {v['ort_speedup_vs_float_b64']:.2f} | {eager} | {versus} |"
+        )
+    head = d["headline"]
+    kernels = d["kernels"]["ratio_to_float"]
+    verdict = "met" if head["ort_speedup_vs_float_b64"] >= head["goal"] else "not met"
+    return [
+        *rows,
+        "",
+        f"Goal: {head['variant']} at least {head['goal']}x faster than the float ONNX model at batch 64: "
+        f"**{head['ort_speedup_vs_float_b64']:.2f}x, {verdict}**. One ResNet20 convolution at batch 64 as "
+        f"onnxruntime kernels, time relative to float `Conv`: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items())
+        + ". An exact integer shift layer needs the int32 output of `ConvInteger`; the fast `QLinearConv` "
+        "requantises to 8 bits per tensor, which batch norm and residual sums between shift layers do not "
+        "allow, so shift layers run as float convolutions on exactly dequantised weights (docs/deploy.md).",
+        "",
+        f"onnxruntime {d['onnxruntime']}, {d['threads']} thread(s), medians of {d['rounds']} interleaved rounds.",
     ]
 
 
@@ -258,6 +335,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]]] = [
         "python bench/smac_settings.py",
         smac_settings,
     ),
+    ("deploy", "Deployment: onnxruntime and eager PyTorch", "python bench/deploy.py", deploy),
+    ("calibration", "Energy model calibrated on this machine", "python bench/calibration.py", calibration),
 ]
 
 

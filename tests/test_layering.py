@@ -19,6 +19,7 @@ LAYERS = {
     "models": 2,
     "train": 3,
     "objectives": 4,
+    "deploy": 4,
     "store": 5,
     "search": 6,
     "report": 7,

@@ -51,6 +51,7 @@ def test_registry_lists_every_objective_with_units() -> None:
         "energy_measured_j",
         "emissions_measured_kg",
         "latency_ms",
+        "latency_ort_ms",
         "size_bits",
     }
     assert OBJECTIVES["energy_model_j"].deterministic and not OBJECTIVES["latency_ms"].deterministic

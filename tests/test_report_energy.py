@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from greenshift.config import DSNNConfig
-from greenshift.objectives import FakeMeter, profile_model
+from greenshift.objectives import FakeMeter, default_energy_table, profile_model
 from greenshift.report import energy_crosscheck, load_report, report_json, trust_statistics, write_report
 from greenshift.report.energy import CACHE_PATH, NO_KEPT_MODEL
 from greenshift.store import RunStore, TrialStatus
@@ -380,3 +380,24 @@ def test_chromium_renders_the_report_into_a_non_blank_png(run) -> None:
     assert pixels.shape == (2400, 1280)
     # text, tables and figures: a real share of dark pixels and contrast, not a white page
     assert (pixels < 128).mean() > 0.005 and pixels.std() > 10
+
+
+def test_a_given_energy_table_replaces_the_run_s_modelled_values(run, tmp_path) -> None:
+    """E.g. a table from `greenshift calibrate`: every row is modelled again with it."""
+    table = default_energy_table().to_dict()
+    for key in ("int_add_pj", "fp_add_pj", "fp_mult_pj", "int_mult_pj"):
+        table[key] = {w: 2 * v for w, v in table[key].items()}
+    table["memory_read_pj_per_64_bits"] = {m: 2 * v for m, v in table["memory_read_pj_per_64_bits"].items()}
+    path = tmp_path / "doubled.json"
+    path.write_text(json.dumps(table))
+    check = energy_crosscheck(
+        run,
+        load_report(run),
+        meter=fake_meter(),
+        measure_options=FAST,
+        remeasure=False,
+        energy_table=str(path),
+    )
+    for row, config in zip(check.rows, CONFIGS, strict=True):
+        assert row.model_source == "computed from the configuration"
+        assert row.energy_model_j == pytest.approx(2 * modelled(config), rel=1e-9)

@@ -56,6 +56,7 @@ OBJECTIVE_NAMES = (
     "energy_measured_j",
     "emissions_measured_kg",
     "latency_ms",
+    "latency_ort_ms",
     "size_bits",
 )
 
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(command)
     _add_export(command)
     _add_evaluate(command)
+    _add_calibrate(command)
     return parser
 
 
@@ -532,6 +534,12 @@ def _add_report(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--meter", choices=METERS, default="auto", help="energy meter for re-measured models (default: auto)"
     )
+    p.add_argument(
+        "--energy-table",
+        metavar="FILE",
+        help="model the cross-checked energies with this table, e.g. from 'greenshift calibrate' "
+        "(default: the run's values)",
+    )
     p.set_defaults(handler=cmd_report)
 
 
@@ -581,8 +589,11 @@ def _add_export(command: Callable[..., argparse.ArgumentParser]) -> None:
         "export",
         "export the model of one trial",
         "Export the trained model of one trial as a compact file (packed shift weights). The model the\n"
-        "search kept is used; without one the trial is retrained exactly (same budget and seed).",
-        "example:\n  greenshift export runs/demo --trial 7 --out model.pt",
+        "search kept is used; without one the trial is retrained exactly (same budget and seed).\n"
+        "--format onnx writes an ONNX model with integer power-of-two shift weights for onnxruntime,\n"
+        "its float twin (<stem>.float.onnx) and checks its predictions on the test split (docs/deploy.md).",
+        "examples:\n  greenshift export runs/demo --trial 7 --out model.pt\n"
+        "  greenshift export runs/demo --trial 7 --out model.onnx --format onnx",
     )
     p.add_argument("run_dir", metavar="DIR", help="run directory of a search")
     p.add_argument(
@@ -598,6 +609,12 @@ def _add_export(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--device", metavar="auto|cpu|cuda", default="auto", help="device for retraining (default: auto)"
     )
+    p.add_argument(
+        "--format",
+        choices=("greenshift", "onnx"),
+        default="greenshift",
+        help="greenshift: packed export file; onnx: ONNX model for onnxruntime (default: greenshift)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=cmd_export)
 
@@ -607,8 +624,10 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
         "evaluate",
         "evaluate an exported model",
         "Accuracy of an exported model on a data set, with the float simulation or the integer-only\n"
-        "reference inference. Images are resized and normalised as in training.",
-        "example:\n  greenshift evaluate model.pt --dataset digits --integer --split test",
+        "reference inference. Images are resized and normalised as in training. An .onnx model runs in\n"
+        "onnxruntime: accuracy and latency (median, batch 1 and 64) next to its float twin.",
+        "examples:\n  greenshift evaluate model.pt --dataset digits --integer --split test\n"
+        "  greenshift evaluate model.onnx --split test",
     )
     p.add_argument("model", metavar="FILE", help="exported model file")
     p.add_argument("--dataset", metavar="NAME", help="data set (default: the one the model was trained on)")
@@ -620,8 +639,42 @@ def _add_evaluate(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--integer", action="store_true", help="run the integer-only reference inference (slow)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="split to score (default: val)")
     p.add_argument("--device", metavar="auto|cpu|cuda", default="auto", help="device (default: auto)")
+    p.add_argument(
+        "--float-model",
+        metavar="FILE",
+        help="ONNX float model to compare an .onnx model with (default: <stem>.float.onnx if present)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=30,
+        metavar="N",
+        help="timed runs per batch size for .onnx (default: 30)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=cmd_evaluate)
+
+
+def _add_calibrate(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "calibrate",
+        "price the energy model's operations on this machine",
+        "Time the operations the energy model prices (float and shift multiply-accumulates at 8, 16\n"
+        "and 32 activation bits, integer multiplications, memory reads) in PyTorch on this machine and\n"
+        "write an energy table (and a latency table, <stem>.latency.json) in the format --energy-table\n"
+        "reads. With --meter the power is measured; otherwise --watts (default 1) converts ns to pJ.",
+        "examples:\n  greenshift calibrate --out calibrated.json\n"
+        "  greenshift report runs/demo --energy-table calibrated.json",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="energy table to write, e.g. calibrated.json")
+    p.add_argument("--watts", type=float, metavar="W", help="power to assume without a meter (default: 1)")
+    p.add_argument("--meter", choices=METERS, help="measure the power with this energy meter")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads while timing (default: torch's)")
+    p.add_argument(
+        "--rounds", type=int, default=15, metavar="N", help="interleaved timing rounds (default: 15)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(handler=cmd_calibrate)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1470,6 +1523,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         # Re-measuring a kept model takes seconds to a minute per model; the result is cached in the run.
         progress = None if args.json else _console().print
         crosscheck = {"meter": args.meter, "remeasure": args.remeasure, "progress": progress}
+        if args.energy_table:
+            crosscheck["energy_table"] = args.energy_table
     report = load_report(args.run_dir, crosscheck=crosscheck)
     paths = write_report(report, args.out or args.run_dir)
     if args.open:
@@ -1666,6 +1721,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``greenshift export``: the model of one trial as a compact model file."""
     from greenshift.export import export_trial
 
+    if args.format == "onnx":
+        return _export_onnx(args)
+
     info = export_trial(
         args.run_dir,
         args.trial,
@@ -1706,6 +1764,51 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    """``greenshift export --format onnx``: the trial as an ONNX model, its float twin and its agreement."""
+    from greenshift.export import export_trial_onnx
+
+    info, source = export_trial_onnx(
+        args.run_dir,
+        args.trial,
+        args.out,
+        retrain_if_missing=not args.no_retrain,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
+    agreement = info.agreement.to_dict() if info.agreement is not None else None
+    if args.json:
+        _print_json(
+            {
+                "path": str(info.path),
+                "float_path": str(info.float_path) if info.float_path else None,
+                "trial_id": args.trial,
+                "source": source.source,
+                "size_bytes": info.size_bytes,
+                "float_size_bytes": info.float_size_bytes,
+                "weight_types": info.weight_types,
+                "layers": info.layers,
+                "agreement": agreement,
+            }
+        )
+        return 0
+    console = _console()
+    console.print(f"exported trial {args.trial} of {args.run_dir} to {info.path} ({_bytes(info.size_bytes)})")
+    if info.float_path is not None and info.float_size_bytes is not None:
+        console.print(f"float twin {info.float_path} ({_bytes(info.float_size_bytes)})")
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(info.weight_types.items()))
+    console.print(f"shift layers by weight type: {kinds or 'none'}")
+    if agreement is not None:
+        console.print(
+            f"onnxruntime vs simulated model on {agreement['n']} {agreement['split']} images: "
+            f"{100 * agreement['agreement']:.2f} % same predictions, largest logit difference "
+            f"{agreement['max_logit_diff']:.3g}; accuracy {agreement['accuracy_onnx']:.4f} "
+            f"(simulated {agreement['accuracy_simulated']:.4f})"
+        )
+    console.print(f"evaluate it with: greenshift evaluate {info.path} --split test")
+    return 0
+
+
 def _bytes(count: int) -> str:
     for unit, scale in (("MB", 1e6), ("kB", 1e3)):
         if count >= scale:
@@ -1717,6 +1820,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``greenshift evaluate``: accuracy of an exported model."""
     from greenshift.export import evaluate_exported, read_exported
 
+    if Path(args.model).suffix == ".onnx":
+        return _evaluate_onnx(args)
     dataset = args.dataset or read_exported(args.model)[0].dataset
     scores = evaluate_exported(
         args.model,
@@ -1740,6 +1845,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{args.model} ({_bytes(result['size_bytes'])}) on {dataset} {args.split} ({scores['n']} images, {mode}): "
         f"accuracy {scores['accuracy']:.4f}, cross-entropy {scores['cross_entropy']:.4f}"
     )
+    return 0
+
+
+def _evaluate_onnx(args: argparse.Namespace) -> int:
+    """``greenshift evaluate model.onnx``: accuracy and latency in onnxruntime, next to the float twin."""
+    from greenshift.export import evaluate_onnx
+
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
+    result = evaluate_onnx(
+        args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        float_path=args.float_model,
+        repeats=args.repeats,
+    )
+    if args.json:
+        _print_json(result)
+        return 0
+    console = _console()
+    console.print(f"onnxruntime on {result['dataset']} {result['split']} ({result['n']} images)")
+    for key in ("model", "float"):
+        entry = result[key]
+        if entry is None:
+            console.print("no float twin found (pass --float-model)")
+            continue
+        times = ", ".join(f"batch {b} {v['median_ms']:.3g} ms" for b, v in entry["latency"].items())
+        console.print(
+            f"{entry['path']} ({_bytes(entry['size_bytes'])}): accuracy {entry['accuracy']:.4f}; median {times}"
+        )
+    if result["speedup"]:
+        ratios = ", ".join(f"batch {b} {v:.2f}x" for b, v in result["speedup"].items())
+        console.print(f"speed-up over the float model: {ratios}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``greenshift calibrate``: time the energy model's operations here and write the tables."""
+    from greenshift.deploy.calibrate import calibrate
+
+    meter = None
+    if args.meter:
+        from greenshift.objectives import choose_meter
+
+        meter, _ = choose_meter(args.meter)
+    result = calibrate(rounds=args.rounds, threads=args.threads, watts=args.watts, meter=meter)
+    energy, latency = result.write(args.out)
+    if args.json:
+        _print_json(
+            {
+                "energy_table": str(energy),
+                "latency_table": str(latency),
+                "watts": result.watts,
+                "power_source": result.power_source,
+                "ns": result.ns,
+            }
+        )
+        return 0
+    console = _console()
+    ns = result.ns
+    console.print(
+        f"per multiply-accumulate: float {2 * ns['fp_add'][32]:.4g} ns; shift "
+        + ", ".join(f"{b} bits {2 * v:.4g} ns" for b, v in ns["shift"].items())
+    )
+    console.print(f"power {result.watts:.3g} W ({result.power_source})")
+    console.print(f"wrote {energy} (pJ) and {latency} (ns); use them with --energy-table")
     return 0
 
 

@@ -4,6 +4,8 @@
   JSON metadata, checksum), :func:`export_model` and :func:`load_exported`.
 - :mod:`greenshift.export.trial`: :func:`export_trial`, from a search run's trial.
 - :mod:`greenshift.export.evaluate`: :func:`evaluate_exported`, float or integer reference inference.
+- :mod:`greenshift.export.onnx`: :func:`to_onnx` (an export file as ONNX with integer shift weights, plus
+  its float twin) and :func:`evaluate_onnx` (accuracy and latency in onnxruntime); needs the ``deploy`` extra.
 
 The integer reference itself lives in :mod:`greenshift.shift.integer` (pure shift maths) and is
 re-exported here.
@@ -27,6 +29,7 @@ from greenshift.export.format import (
     read_exported,
     unpack_codes,
 )
+from greenshift.export.onnx import Agreement, OnnxInfo, evaluate_onnx, export_trial_onnx, to_onnx
 from greenshift.export.trial import export_trial
 from greenshift.shift.integer import (
     IntegerReferenceModel,
@@ -38,21 +41,26 @@ from greenshift.shift.integer import (
 __all__ = [
     "CODE_LAYOUT",
     "FORMAT_VERSION",
+    "Agreement",
     "ExportInfo",
     "ExportMeta",
     "IntegerReferenceModel",
     "IntegerShiftLayer",
+    "OnnxInfo",
     "accumulator_bits",
     "decode_codes",
     "encode_codes",
     "evaluate_exported",
+    "evaluate_onnx",
     "export_model",
     "export_trial",
+    "export_trial_onnx",
     "float_size_bytes",
     "integer_forward",
     "load_exported",
     "pack_codes",
     "packed_size_bytes",
     "read_exported",
+    "to_onnx",
     "unpack_codes",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from greenshift.errors import ConfigError, MeasurementError
+from greenshift.errors import ConfigError, GreenshiftError, MeasurementError
 from greenshift.objectives._runtime import (
     fixed_size_batch,
     inference_context,
@@ -57,6 +57,12 @@ OBJECTIVES: dict[str, Objective] = {
         Objective("emissions_measured_kg", "kg CO2", "measured inference emissions per image", False),
         Objective("latency_ms", "ms", "median latency of one inference batch of fixed size", False),
         Objective(
+            "latency_ort_ms",
+            "ms",
+            "median onnxruntime latency of one batch of fixed size, the deployed model exported to ONNX",
+            False,
+        ),
+        Objective(
             "size_bits", "bit", "model size: shift weights at weight_bits, other parameters at 32 bits", True
         ),
     )
@@ -88,6 +94,13 @@ def check_objectives(objectives: Sequence[str]) -> list[str]:
         raise ConfigError(f"unknown objective(s) {', '.join(map(repr, unknown))}; valid: {valid}")
     if len(set(names)) != len(names):
         raise ConfigError(f"objectives repeat a name: {', '.join(names)}")
+    if "latency_ort_ms" in names:
+        from greenshift.deploy.onnx import require_onnx
+
+        try:
+            require_onnx()
+        except GreenshiftError as exc:
+            raise ConfigError(f"objective latency_ort_ms: {exc}") from None
     return names
 
 
@@ -172,6 +185,8 @@ def evaluate(
                 "method": "median per-batch wall-clock time after warm-up",
                 **latency.to_dict(),
             }
+        if "latency_ort_ms" in names:
+            values["latency_ort_ms"], details["latency_ort_ms"] = _onnx_latency(model, data, options)
         if any(n in names for n in _MEASURED):
             assert model_energy is not None
             _measured(model, data, names, target, meter, options, model_energy, values, details)
@@ -214,3 +229,34 @@ def _measured(
     values["emissions_measured_kg"] = measurement.kg_co2_per_image
     details["energy_measured_j"] = {"selection": note, **measurement.to_dict()}
     details["emissions_measured_kg"] = {"method": measurement.emissions_method, "meter": measurement.meter}
+
+
+def _onnx_latency(model: nn.Module, data: Any, options: MeasureOptions) -> tuple[float, dict[str, Any]]:
+    """``latency_ort_ms``: export the deployed model to ONNX and time one batch in onnxruntime.
+
+    The batch is the first ``latency_batch_size`` validation images (repeated if the split is smaller)
+    as ``uint8``, the ONNX model's input. Export time is recorded in the details, not in the objective.
+    """
+    import time
+
+    from greenshift.deploy.onnx import median, session, timed_runs_ms, to_onnx_bytes
+
+    images = data.split("val").images.cpu()
+    if images.shape[0] == 0:
+        raise MeasurementError("latency_ort_ms needs validation images; the split is empty")
+    reps = -(-options.latency_batch_size // images.shape[0])
+    batch = images.repeat(reps, 1, 1, 1)[: options.latency_batch_size].contiguous().numpy()
+    started = time.perf_counter()
+    exported = to_onnx_bytes(model, tuple(images.shape[1:]), mean=data.mean, std=data.std)
+    sess = session(exported.model_bytes, threads=torch.get_num_threads())
+    export_s = time.perf_counter() - started
+    times = timed_runs_ms(sess, batch, warmup=options.latency_warmup, repeats=options.latency_repeats)
+    return median(times), {
+        "method": "median onnxruntime (CPU) wall-clock time per batch after warm-up",
+        "batch_size": int(batch.shape[0]),
+        "repeats": len(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "export_s": export_s,
+        "weight_types": exported.summary(),
+    }

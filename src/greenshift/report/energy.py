@@ -419,8 +419,9 @@ def energy_crosscheck(
     values are re-measured from kept models with ``meter`` (a name for
     :func:`~greenshift.objectives.select_meter` or an :class:`EnergyMeter`) and ``measure_options`` on
     ``device`` (default: the run's device when this machine has it, else the CPU), unless a valid cached
-    re-measurement exists; ``remeasure=False`` uses only the run's values and the cache. Missing modelled
-    values are computed with ``energy_table`` (default: the run's). ``progress`` receives one line per
+    re-measurement exists; ``remeasure=False`` uses only the run's values and the cache. Modelled values
+    are the run's, or computed with the run's table where missing; an ``energy_table`` given here
+    (e.g. from ``greenshift calibrate``) computes all of them with that table. ``progress`` receives one line per
     re-measurement. Per-row problems (no kept model, a failed measurement) become the row's ``note``;
     an unknown meter name or bad options raise :class:`ConfigError`.
     """
@@ -456,7 +457,8 @@ def energy_crosscheck(
 
         model_value: float | None = None
         model_source: str | None = None
-        if MODELLED in names and _finite(entry.objectives.get(MODELLED)) is not None:
+        # A table passed in (e.g. a calibrated one) replaces the run's modelled values.
+        if energy_table is None and MODELLED in names and _finite(entry.objectives.get(MODELLED)) is not None:
             model_value, model_source = float(entry.objectives[MODELLED]), "run"
         else:
             try:
