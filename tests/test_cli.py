@@ -185,7 +185,7 @@ def test_profile_totals_equal_the_sum_of_layers(capsys, cache_dir):
     assert totals["energy_j"] == pytest.approx(sum(layer["energy_j"] for layer in layers), rel=1e-12)
     assert totals["macs"] == sum(layer["macs"] for layer in layers)
     assert {layer["kind"] for layer in layers} == {"float", "shift"}
-    assert totals["input_shape"] == [1, 16, 16]
+    assert totals["input_shape"] == [1, 8, 8]
     code, out, _ = run_cli(capsys, "profile", "--backbone", "tiny_cnn", "--dataset", "digits")
     assert code == 0 and "total" in out and "shift" in out
 

@@ -43,7 +43,7 @@ def test_list_datasets_names_all_builtins() -> None:
     infos = {info.name: info for info in list_datasets()}
     assert set(infos) >= {"digits", "cifar10", "mnist", "caltech101", "tiny_imagenet", "folder"}
     assert not infos["digits"].needs_data_dir and infos["cifar10"].needs_data_dir
-    assert infos["digits"].default_image_size == 16 and infos["caltech101"].default_image_size == 64
+    assert infos["digits"].default_image_size == 8 and infos["caltech101"].default_image_size == 64
 
 
 def test_unknown_name_suggests_a_close_match() -> None:
@@ -78,9 +78,9 @@ def test_digits_load_offline(cache_dir: Path) -> None:
     assert data.test is not None
     assert len(data.train) + len(data.val) + len(data.test) == 1797
     assert (len(data.test), len(data.val)) == (359, 288)
-    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 16)
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 8)
     assert data.classes == [str(d) for d in range(10)]
-    assert data.augment == AugmentSpec(crop_padding=2, horizontal_flip=False)
+    assert data.augment == AugmentSpec()  # centred, size-normalised digits: no random crops
     assert int(data.train.images.max()) == 255 and int(data.train.images.min()) == 0
     assert torch.bincount(data.test.labels).min() >= 35  # stratified: about 36 per class
     native = load_dataset("digits", image_size=8)

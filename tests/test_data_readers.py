@@ -81,7 +81,7 @@ def test_cifar_archive_is_read_without_extracting(tmp_path: Path, cache_dir: Pat
     data = load_dataset("cifar10", data_dir=archive_dir, image_size=16)
     assert (data.num_classes, data.in_channels, data.image_size) == (10, 3, 16)
     assert len(data.train) + len(data.val) == 20 and len(data.test) == 5
-    assert data.augment.crop_padding == 4 and data.augment.horizontal_flip
+    assert data.augment.crop_padding == 2 and data.augment.horizontal_flip  # 4 pixels at 32, scaled to 16
 
 
 def test_cifar_truncated_batch_names_the_file(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_mnist_resize_and_torchvision_layout(tmp_path: Path, cache_dir: Path) ->
     data = load_dataset("mnist", data_dir=tmp_path, image_size=14)
     assert data.train.images.shape[1:] == (1, 14, 14)
     assert (data.num_classes, data.in_channels) == (10, 1)
-    assert data.augment.crop_padding == 2 and not data.augment.horizontal_flip
+    assert data.augment.crop_padding == 1 and not data.augment.horizontal_flip  # 2 pixels at 28, scaled to 14
 
 
 def test_mnist_wrong_magic_names_the_file_and_both_numbers(tmp_path: Path) -> None:
@@ -338,7 +338,9 @@ def test_tiny_imagenet_uses_val_as_labelled_test_split(tmp_path: Path, cache_dir
     _assert_colours_match_labels(raw.test.images[:3], raw.test.labels[:3])
     assert torch.all(raw.test.images[3].float().sub(120).abs() < 4)  # greyscale JPEG became RGB
     data = load_dataset("tiny-imagenet", data_dir=tmp_path / "tiny-imagenet-200", image_size=32)
-    assert data.image_size == 32 and data.augment.crop_padding == 8 and data.augment.horizontal_flip
+    assert (
+        data.image_size == 32 and data.augment.crop_padding == 4 and data.augment.horizontal_flip
+    )  # 8 at 64
 
 
 def test_tiny_imagenet_bad_annotations_and_missing_class_folder(tmp_path: Path) -> None:

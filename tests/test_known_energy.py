@@ -287,10 +287,10 @@ def test_only_greenshifts_own_trials_in_a_model_based_search_price_energy_in_adv
     known = own.get_known_objectives(own.get_trial_settings({}))
     assert known is not None
     values = dict(own.get_space()[0].get_default_configuration())
-    # digits come as 16x16 greyscale images of 10 classes
+    # digits come as 8x8 greyscale images of 10 classes
     built = build_model(config_from_values(values), "small_cnn", 10, 1)
     columns = {name: np.array([float(values[name])]) for name in ENERGY_FIELDS if name in values}
-    assert known(columns, 1)[0, 0] == pytest.approx(model_energy_j(built, (1, 16, 16)), rel=1e-12)
+    assert known(columns, 1)[0, 0] == pytest.approx(model_energy_j(built, (1, 8, 8)), rel=1e-12)
     for optimizer, trial, objectives in [
         ("random", run_trial, ("loss", "energy_model_j")),
         ("smac", SyntheticTrial(), ("loss", "energy_model_j")),

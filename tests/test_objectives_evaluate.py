@@ -67,7 +67,7 @@ def test_all_objectives_and_no_side_effects(digits) -> None:
     assert isinstance(result, EvaluationResult) and list(result) == list(OBJECTIVES)
     assert all(math.isfinite(v) and v >= 0 for v in result.values())
     assert result["loss"] == pytest.approx(1 - result.details["accuracy"])
-    assert result["energy_model_j"] == pytest.approx(model_energy_j(model, (1, 16, 16)))
+    assert result["energy_model_j"] == pytest.approx(model_energy_j(model, (1, 8, 8)))
     assert result["size_bits"] == shift_size_bits(model)
     assert result["energy_measured_j"] > 0 and result.details["energy_measured_j"]["meter"] == "fake"
     assert result.details["energy_measured_j"]["n"] >= 2
@@ -90,7 +90,7 @@ def test_unavailable_meter_falls_back_to_the_model_and_says_so(digits, caplog) -
             meter=FakeMeter(unavailable_reason="meter unplugged"),
             measure_options=FAST,
         )
-    assert result["energy_measured_j"] == pytest.approx(model_energy_j(model, (1, 16, 16)))
+    assert result["energy_measured_j"] == pytest.approx(model_energy_j(model, (1, 8, 8)))
     assert result["emissions_measured_kg"] > 0
     assert "meter unplugged" in result.details["energy_measured_fallback"]
     assert result.details["energy_measured_j"]["method"] == "fallback: energy_model_j"

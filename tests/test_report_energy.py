@@ -33,8 +33,8 @@ FAST = {
     "max_repeats": 3,
     "measure_idle": False,
 }
-# digits: 1 channel of 16x16 (8x8 resized), 10 classes; tiny_cnn has 3 shiftable layers.
-SHAPE = (1, 16, 16)
+# digits: 1 channel of 8x8, 10 classes; tiny_cnn has 3 shiftable layers.
+SHAPE = (1, 8, 8)
 CONFIGS = [
     {"optimizer": "sgd", "lr": 0.1, "shift_depth": 0, "weight_bits": 5},  # the default
     {"optimizer": "adam", "lr": 0.01, "shift_depth": 1, "weight_bits": 5},

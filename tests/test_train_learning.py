@@ -1,6 +1,6 @@
 """DSNNs learn digits through the same ``train()`` the search uses (slow: about a minute in all).
 
-Each configuration trains 15 epochs at the data set's default 16x16 and must reach 90 % validation
+Each configuration trains 15 epochs at the data set's default 8x8 and must reach 90 % validation
 accuracy. Before the training fixes of docs/concepts.md ("Training DSNNs from scratch"), the default
 DSNN stayed near chance (0.12) and 3-bit Q at depth 6 reached 0.27-0.89 depending on the seed.
 """

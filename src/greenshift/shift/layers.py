@@ -211,6 +211,15 @@ class ShiftEncoding:
         return self.sign.numel() * self.weight_bits
 
 
+def _canonical_shift(sign: Tensor, shift: Tensor, p_min: int) -> Tensor:
+    """A deployed PS shift: ``p_min`` wherever the weight is 0 (its shift is meaningless there).
+
+    One representation per weight value, the one the export format decodes to, so that a rounded
+    model and its exported copy hold equal state dicts.
+    """
+    return torch.where(sign == 0, torch.full_like(shift, p_min), shift)
+
+
 class ShiftLayer(nn.Module):
     """Shared behaviour of :class:`ShiftConv2d` and :class:`ShiftLinear` (used as a mixin base).
 
@@ -325,14 +334,14 @@ class ShiftLayer(nn.Module):
 
     @torch.no_grad()
     def encode(self) -> ShiftEncoding:
-        """Integer sign and shift of the deployed (deterministically rounded) weight."""
+        """Integer sign and shift of the deployed (deterministically rounded) weight; a 0 weight has shift p_min."""
         p_min, p_max = self.shift_bounds
         if self._shift_type == "Q":
             sign = torch.sign(self.weight)
             shift = power_of_two_exponent(self.weight, p_min, p_max)
         else:
             sign = round_ternary(self.sign)
-            shift = round_exponent(self.shift, p_min, p_max)
+            shift = _canonical_shift(sign, round_exponent(self.shift, p_min, p_max), p_min)
         return ShiftEncoding(
             sign=sign.to(torch.int8),
             shift=shift.to(torch.int8),
@@ -342,13 +351,14 @@ class ShiftLayer(nn.Module):
 
     @torch.no_grad()
     def round_parameters_(self) -> None:
-        """Overwrite the parameters with their deployed rounded values (idempotent for the forward)."""
+        """Overwrite the parameters with their deployed values (PS zeros get shift p_min); the forward is unchanged."""
         p_min, p_max = self.shift_bounds
         if self._shift_type == "Q":
             self.weight.copy_(round_power_of_two(self.weight, p_min, p_max))
         else:
-            self.sign.copy_(round_ternary(self.sign))
-            self.shift.copy_(round_exponent(self.shift, p_min, p_max))
+            sign = round_ternary(self.sign)
+            self.sign.copy_(sign)
+            self.shift.copy_(_canonical_shift(sign, round_exponent(self.shift, p_min, p_max), p_min))
         if self.bias is not None:
             self.bias.copy_(round_fixed_point(self.bias, self.act_integer_bits, self.act_fraction_bits))
 
