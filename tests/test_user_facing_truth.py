@@ -282,6 +282,8 @@ def test_modelled_energy_importance_credits_only_the_hyperparameters_it_depends_
         assert energy[name] == 0.0
     assert set(result.excluded["energy_model_j"]) == {"optimizer", "lr", "weight_decay", "rounding"}
     assert energy["shift_depth"] > 0.1 and energy["weight_bits"] > 0.1
+    # What the report lists as important never names a hyperparameter the energy cannot depend on.
+    assert set(result.reliable_values("energy_model_j")).isdisjoint(result.excluded["energy_model_j"])
 
 
 def test_learned_objective_importance_has_a_noise_floor():

@@ -70,8 +70,11 @@ class Importance:
     excluded: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def reliable_values(self, objective: str) -> dict[str, float]:
-        """The importances of ``objective`` above its noise floor, most important first."""
-        below = set(self.below_noise.get(objective, ()))
+        """The importances of ``objective`` above its noise floor, most important first.
+
+        Hyperparameters the objective cannot depend on (``excluded``, importance exactly 0) are left out.
+        """
+        below = set(self.below_noise.get(objective, ())) | set(self.excluded.get(objective, ()))
         return {k: v for k, v in self.values.get(objective, {}).items() if k not in below}
 
 
