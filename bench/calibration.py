@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from scipy.stats import spearmanr
 
-from common import write_result
+from common import add_threads_flag, write_result
 from greenshift.config import DSNNConfig
 from greenshift.data import load_dataset
 from greenshift.deploy.calibrate import calibrate
@@ -102,13 +102,7 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few rounds")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=THREADS,
-        help=f"threads of torch and onnxruntime (default {THREADS}; 1 on a busy shared machine, where "
-        "waiting threads of a parallel kernel are descheduled)",
-    )
+    add_threads_flag(parser, THREADS)
     args = parser.parse_args()
     rounds = 3 if args.quick else 9
     torch.set_num_threads(args.threads)

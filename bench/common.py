@@ -113,3 +113,14 @@ def budget_limited_search(
         **extra,
     )
     return result
+
+
+def add_threads_flag(parser: Any, default: int) -> None:
+    """``--threads``: torch's and onnxruntime's thread count for a benchmark that times both."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help=f"threads of torch and onnxruntime (default {default}; 1 on a busy shared machine, where "
+        "waiting threads of a parallel kernel are descheduled)",
+    )

@@ -24,15 +24,15 @@ Run ``python bench/deploy.py`` (a few minutes) or ``--quick``; writes ``bench/re
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from common import write_result
+from common import add_threads_flag, write_result
 from greenshift.config import DSNNConfig
+from greenshift.deploy.calibrate import median_ns
 from greenshift.deploy.onnx import INPUT_NAME, session, to_onnx_bytes
 from greenshift.models import get_model
 from greenshift.train import build_model
@@ -86,19 +86,9 @@ def _model(settings: dict[str, Any] | None) -> torch.nn.Module:
     return build_model(DSNNConfig(**settings), "resnet20", 10, 3).eval()
 
 
-def _interleaved(fns: dict[str, Any], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds of each function over interleaved rounds."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            samples[name].append((time.perf_counter() - start) * 1000.0)
-    return {n: statistics.median(v) for n, v in samples.items()}
+def _interleaved(fns: dict[str, Any], rounds: int) -> dict[str, float]:
+    """Median milliseconds of each function over interleaved rounds (greenshift calibrate's timer)."""
+    return median_ns(fns, dict.fromkeys(fns, 1e6), rounds)
 
 
 def _kernels(rounds: int, threads: int) -> dict[str, Any]:
@@ -173,13 +163,7 @@ def _kernels(rounds: int, threads: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few rounds")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=THREADS,
-        help=f"threads of torch and onnxruntime (default {THREADS}; 1 on a busy shared machine, where "
-        "waiting threads of a parallel kernel are descheduled)",
-    )
+    add_threads_flag(parser, THREADS)
     args = parser.parse_args()
     rounds = 3 if args.quick else 15
     torch.set_num_threads(args.threads)

@@ -113,7 +113,7 @@ class Calibration:
         return path, latency
 
 
-def _median_ns(
+def median_ns(
     fns: dict[str, Callable[[], Any]], work: dict[str, float], rounds: int, warmup: int = 2
 ) -> dict[str, float]:
     """Median ns per unit of work of each function, measured in interleaved rounds (order rotating)."""
@@ -225,9 +225,9 @@ def calibrate(
     try:
         generator = torch.Generator().manual_seed(seed)
         conv_fns, conv_work = _conv_timers(generator)
-        conv = _median_ns(conv_fns, conv_work, rounds)
+        conv = median_ns(conv_fns, conv_work, rounds)
         elem_fns, elem_work = _elementwise_timers(generator)
-        elem = _median_ns(elem_fns, elem_work, max(3, rounds // 3))
+        elem = median_ns(elem_fns, elem_work, max(3, rounds // 3))
         power, source = (watts if watts is not None else 1.0), "nominal figure, no meter"
         if meter is not None:
 
