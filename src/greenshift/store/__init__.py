@@ -5,7 +5,17 @@ This package knows nothing of the search (or SMAC): the search writes trials int
 
 from __future__ import annotations
 
+from greenshift.store.lock import WriterLock, lock_holder
 from greenshift.store.records import TrialRecord, TrialStatus, all_finite, config_key
 from greenshift.store.sqlite import MIGRATIONS, RunStore
 
-__all__ = ["MIGRATIONS", "RunStore", "TrialRecord", "TrialStatus", "all_finite", "config_key"]
+__all__ = [
+    "MIGRATIONS",
+    "RunStore",
+    "TrialRecord",
+    "TrialStatus",
+    "WriterLock",
+    "all_finite",
+    "config_key",
+    "lock_holder",
+]
