@@ -412,14 +412,21 @@ def close_trial_processes() -> None:
 def _resolved(settings: TrialSettings, dask_worker: Any = None) -> TrialSettings:
     """``settings`` with what only the calling process knows: its torch threads and its GPU index.
 
-    Inside the trial process Dask's worker is out of reach, so both are decided here.
+    Inside the trial process Dask's worker is out of reach, so both are decided here. A trial in the
+    search's own process ran with that process's torch threads; its trial process uses the same
+    number, so that a trial trains the same model either way (retraining it later, as ``export``
+    does, depends on it).
     """
     from greenshift.search.trial import _host_thread_share, _worker_index
 
-    if dask_worker is None and "distributed" not in sys.modules:
-        return settings  # not on a Dask worker: nothing to add (and Dask stays unimported)
-    threads = settings.threads_per_worker or (None if dask_worker is not None else _host_thread_share())
-    index = settings.worker_index if settings.worker_index is not None else _worker_index(dask_worker)
+    threads = settings.threads_per_worker
+    index = settings.worker_index
+    if dask_worker is not None or "distributed" in sys.modules:
+        # Outside a Dask task both are None (get_worker fails there); client.run passes its worker.
+        threads = threads or (None if dask_worker is not None else _host_thread_share())
+        index = index if index is not None else _worker_index(dask_worker)
+    if threads is None and dask_worker is None and "torch" in sys.modules:
+        threads = sys.modules["torch"].get_num_threads()
     return dataclasses.replace(settings, threads_per_worker=threads, worker_index=index)
 
 
