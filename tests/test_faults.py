@@ -412,7 +412,7 @@ def test_a_real_trial_killed_mid_epoch_resumes_from_its_continuation_checkpoint(
     proc = subprocess.Popen([sys.executable, "-c", _REAL_SEARCH, str(out)], env=ENV)
     deadline = time.time() + 240
     promoted = "budget_epochs = 3 and is_default = 0"
-    while not _running_since(out, 0.3, promoted) and proc.poll() is None and time.time() < deadline:
+    while not _running_since(out, 0.1, promoted) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
