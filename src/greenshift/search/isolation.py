@@ -185,7 +185,7 @@ class TrialProcess:
         """
         self.start()
         try:
-            self._wait_until_ready()
+            self.wait_until_ready()
             if self.setup_error is not None:
                 outcome = self._lost(CRASHED, self.setup_error, budget_epochs, time.time(), (0, 0))
                 self.kill()
@@ -224,7 +224,7 @@ class TrialProcess:
             self.kill()
             raise
 
-    def _wait_until_ready(self) -> None:
+    def wait_until_ready(self) -> None:
         """Wait for the process to load torch and the data set (not part of any trial's time limit)."""
         deadline = time.time() + PREPARE_TIMEOUT_S
         while not self._ready and self.alive:
@@ -371,6 +371,16 @@ class IsolatedTrial:
         assert proc is not None
         proc.settings = settings
         proc.start(prepare=True)
+
+    def wait_ready(self, settings: TrialSettings, dask_worker: Any = None) -> None:
+        """Wait until the trial process started by :meth:`prepare` has loaded torch and the data set.
+
+        The search calls it before its first trial, so that this one-time loading counts towards the
+        search's start-up, like its imports, and not towards the first trial's wall time.
+        """
+        proc = self.process(_resolved(settings, dask_worker), create=False)
+        if proc is not None and proc.alive:
+            proc.wait_until_ready()
 
     def __call__(
         self,
