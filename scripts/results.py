@@ -136,7 +136,19 @@ def search_overhead(d: dict[str, Any]) -> list[str]:
         f"{d['trials']} trials of {d['backbone']} on digits ({d['min_epochs']} to {d['max_epochs']} epochs): wall "
         f"{d['wall_s']:.1f} s (start-up {d['startup_s']:.1f} s), search loop {d['loop_s']:.1f} s, inside trials "
         f"{d['inside_trials_s']:.1f} s: **loop overhead {d['loop_overhead_share']:.1%}** (target <= "
-        f"{d['target']:.0%}), {d['overhead_ms_per_trial']:.0f} ms per trial; whole call {d['overhead_share']:.1%}.",
+        f"{d['target']:.0%}), {d['overhead_ms_per_trial']:.0f} ms per trial; whole call {d['overhead_share']:.1%}"
+        + (" (trials in trial processes, the default)." if d.get("isolate_trials") else "."),
+        *(
+            [
+                "",
+                f"The same search with trials in the search's own process (`--no-isolate-trials`): loop overhead "
+                f"{d['runs']['in_process']['loop_overhead_share']:.1%}, "
+                f"{d['runs']['in_process']['overhead_ms_per_trial']:.0f} ms per trial; process isolation costs "
+                f"**{d['isolation_cost_ms_per_trial']:.0f} ms per trial**.",
+            ]
+            if "isolation_cost_ms_per_trial" in d
+            else []
+        ),
         *latency_ort_cost(d),
     ]
 

@@ -232,7 +232,7 @@ def test_intact_file_loads(exported):
 
 
 @pytest.mark.parametrize("where", ["first data byte", "middle data byte", "last data byte", "metadata"])
-def test_a_tampered_byte_is_detected(exported, where):
+def test_a_damaged_byte_is_detected(exported, where):
     data = bytearray(exported.read_bytes())
     header = _header_length(data)
     if where == "metadata":
@@ -268,6 +268,24 @@ def test_another_format_version_is_refused(exported):
     metadata["sha256"] = _checksum(metadata, tensors)  # a genuine file of a later version
     exported.write_bytes(save(tensors, metadata=metadata))
     with pytest.raises(ExportError, match=f"version '{FORMAT_VERSION + 1}'.*reads version {FORMAT_VERSION}"):
+        load_exported(exported)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("num_classes", 10**12), ("in_channels", 10**9), ("num_classes", 0)]
+)
+def test_absurd_architecture_sizes_are_refused_before_anything_is_allocated(exported, field, value):
+    from safetensors import safe_open
+
+    _, tensors = read_exported(exported)
+    with safe_open(str(exported), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    meta = json.loads(metadata["meta"])
+    meta["architecture"][field] = value
+    metadata["meta"] = json.dumps(meta, sort_keys=True)
+    metadata["sha256"] = _checksum(metadata, tensors)  # the checksum is unkeyed: anyone can recompute it
+    exported.write_bytes(save(tensors, metadata=metadata))
+    with pytest.raises(ExportError, match=f"{field} {value} is outside 1"):
         load_exported(exported)
 
 

@@ -167,7 +167,8 @@ def test_an_in_process_search_prepares_before_its_first_trial(tmp_path):
             seen.append(("torch._dynamo" in sys.modules, sorted(k[0] for k in trial_module._DATASETS)))
             return real(*args, **kwargs)
         search = DSNNSearch(SearchSettings(dataset="digits", backbone="small_cnn", out={str(tmp_path / "r")!r},
-                                           trials=1, max_epochs=1, min_epochs=1, optimizer="random"))
+                                           trials=1, max_epochs=1, min_epochs=1, optimizer="random",
+                                           isolate_trials=False))
         search.trial_function = spy
         import greenshift.search.facade as facade
         facade.run_trial = spy  # the facade prepares only for the real trial function

@@ -23,8 +23,16 @@ from greenshift.testing import SyntheticTrial, WorkerKillingTrial
 
 
 def make_settings(out: Path, **overrides) -> SearchSettings:
+    # Synthetic trials in this process (CountingTrial counts here); tests/test_faults.py covers trial processes.
     values = dict(
-        dataset="digits", backbone="resnet20", out=str(out), trials=12, min_epochs=1, max_epochs=9, seed=3
+        dataset="digits",
+        backbone="resnet20",
+        out=str(out),
+        trials=12,
+        min_epochs=1,
+        max_epochs=9,
+        seed=3,
+        isolate_trials=False,
     )
     values.update(overrides)
     return SearchSettings(**values)
@@ -312,6 +320,8 @@ def test_a_worker_dying_mid_trial_is_recorded_and_the_run_goes_on(tmp_path, loca
     lost = [t for t in result.trials if t.status == TrialStatus.CRASHED]
     assert lost and all("worker lost" in t.error for t in lost)
     assert all(t.config["optimizer"] == "adagrad" for t in lost)
+    # a trial lost without a word is charged its whole budget (it was charged nothing)
+    assert all(t.metrics["epochs_trained"] == t.budget_epochs for t in lost)
 
 
 def test_ctrl_c_stops_after_the_running_trial_and_records_everything(tmp_path):

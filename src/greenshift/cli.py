@@ -92,6 +92,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "country": "DEU",
     "force_new": False,
     "verbose": False,
+    "isolate_trials": True,
 }
 
 #: Config-file key of ``greenshift search`` -> field of :class:`~greenshift.search.SearchSettings`.
@@ -455,7 +456,15 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
         "--trial-timeout",
         type=float,
         metavar="S",
-        help="stop a trial after S seconds, recorded as timeout (default: none)",
+        help="kill a trial after S seconds, recorded as timeout (default: 10x the longest time per epoch "
+        "seen, at least 120 s; see docs/search.md)",
+    )
+    p.add_argument(
+        "--isolate-trials",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each trial in a trial process that a timeout can kill and whose crash the search "
+        "survives (default); --no-isolate-trials runs them in the search's process, for debugging",
     )
     p.add_argument(
         "--energy-table", metavar="FILE", help="JSON energy table (default: the shipped 45 nm table)"
@@ -804,6 +813,7 @@ _SEARCH_TYPES: dict[str, Callable[[str, Any, str], Any]] = {
     "country": _to_str,
     "force_new": _to_bool,
     "verbose": _to_bool,
+    "isolate_trials": _to_bool,
 }
 
 _TRAIN_TYPES: dict[str, Callable[[str, Any, str], Any]] = {

@@ -31,7 +31,7 @@ class StoreError(GreenshiftError):
 
 
 class ExportError(GreenshiftError):
-    """An exported model file is missing, tampered with or of another version."""
+    """An exported model file is missing, damaged or of another version."""
 
 
 class MeasurementError(GreenshiftError):

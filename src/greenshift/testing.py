@@ -107,3 +107,64 @@ class WorkerKillingTrial(SyntheticTrial):
         if any(_matches(values.get(k), v) for k, v in self.kill_when.items()):
             os._exit(17)
         return super().__call__(settings, values, budget_epochs, seed, config_key)
+
+
+class FaultyTrial(SyntheticTrial):
+    """A synthetic trial that trains ``epoch_s`` seconds per epoch and fails hard for some configurations.
+
+    For configurations matching ``fault_when``, after ``fault_after_epochs`` epochs it ``"hang"``s
+    forever, dies of a ``"segfault"`` (a real SIGSEGV) or ``"exit"``s with code 17. It reports its
+    epochs like a real trial does in a trial process (:data:`greenshift.search.trial.epoch_reporter`),
+    so tests can check what a killed trial is charged.
+    """
+
+    def __init__(
+        self,
+        *,
+        fault: str,
+        fault_when: Mapping[str, Any],
+        fault_after_epochs: int = 0,
+        epoch_s: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if fault not in ("hang", "segfault", "exit"):
+            raise ValueError(f"unknown fault {fault!r}")
+        self.fault = fault
+        self.fault_when = dict(fault_when)
+        self.fault_after_epochs = fault_after_epochs
+        self.epoch_s = epoch_s
+
+    def __call__(
+        self,
+        settings: TrialSettings,
+        values: Mapping[str, Any],
+        budget_epochs: int,
+        seed: int,
+        config_key: str,
+    ) -> dict[str, Any]:
+        """Like :class:`SyntheticTrial`, with epochs reported one by one and the fault injected."""
+        from greenshift.search import trial as trial_module
+
+        faulty = any(_matches(values.get(k), v) for k, v in self.fault_when.items())
+        report = trial_module.epoch_reporter or (lambda done, planned: None)
+        report(0, budget_epochs)
+        for epoch in range(1, budget_epochs + 1):
+            if faulty and epoch > self.fault_after_epochs:
+                self._fail()
+            time.sleep(self.epoch_s)
+            report(epoch, budget_epochs)
+        if faulty:
+            self._fail()
+        return super().__call__(settings, values, budget_epochs, seed, config_key)
+
+    def _fail(self) -> None:
+        import ctypes
+        import os
+
+        if self.fault == "hang":
+            while True:
+                time.sleep(3600)
+        elif self.fault == "segfault":
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
+        os._exit(17)

@@ -11,7 +11,8 @@ anything. Its header metadata (``str -> str``) holds:
   (mean/std), the data set and split seed, the objectives measured, provenance, the greenshift
   version and a description of every shift layer (kind, shift type, weight bits, shape, ``p_min``);
 - ``sha256``: the SHA-256 over ``format``, ``format_version``, ``meta`` and every tensor's name, dtype,
-  shape and bytes (sorted by name). Any changed byte of tensor data or metadata fails the check.
+  shape and bytes (sorted by name). Any changed byte of tensor data or metadata fails the check. It is
+  unkeyed, so it detects damage, not a deliberate change (which can recompute it).
 
 Tensors:
 
@@ -67,6 +68,11 @@ CODE_LAYOUT = (
 _SHIFT_PREFIX = "shift."
 _TENSOR_PREFIX = "tensor."
 _FLOAT_BYTES = 4
+# Bounds on what a file may ask the rebuilt model to allocate: a damaged or hostile file could name
+# 10**12 classes. Generous for image classification (ImageNet-21k has 21841 classes; multispectral
+# images have tens of channels).
+MAX_NUM_CLASSES = 100_000
+MAX_IN_CHANNELS = 256
 
 
 # --- codes and packing -------------------------------------------------------------------------
@@ -243,6 +249,15 @@ class ExportMeta:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ExportError(f"the file's metadata is incomplete: {type(exc).__name__} {exc}") from None
+
+    def __post_init__(self) -> None:
+        # Checked before any model is built from the metadata, so a bad file cannot allocate without bound.
+        for name, value, bound in (
+            ("num_classes", self.num_classes, MAX_NUM_CLASSES),
+            ("in_channels", self.in_channels, MAX_IN_CHANNELS),
+        ):
+            if not 1 <= value <= bound:
+                raise ExportError(f"the file's {name} {value} is outside 1..{bound}; the file is damaged")
 
 
 @dataclass(frozen=True)
@@ -515,7 +530,8 @@ def read_exported(path: str | os.PathLike[str]) -> tuple[ExportMeta, dict[str, T
             f"{path} has export format version {version!r}; this greenshift reads version {FORMAT_VERSION}"
         )
     if metadata.get("sha256") != _checksum(metadata, tensors):
-        raise ExportError(f"{path} fails its checksum: the file was modified or damaged after export")
+        # The checksum is unkeyed: it detects damage, and anyone can recompute it after a deliberate change.
+        raise ExportError(f"{path} fails its checksum: the file was damaged after export")
     try:
         data = json.loads(metadata["meta"])
     except (KeyError, json.JSONDecodeError):
@@ -561,8 +577,9 @@ def load_exported(
     """Rebuild the model of an export file (in eval mode, on ``device``) and return it with its metadata.
 
     The model is ``greenshift.train.build_model(config, backbone, ...)`` with the unpacked weights loaded,
-    so its forward is the one that was exported. A missing, tampered, truncated, foreign or
-    other-version file is an :class:`ExportError`.
+    so its forward is the one that was exported. A missing, damaged, truncated, foreign or
+    other-version file is an :class:`ExportError`. The checksum is not a signature: load only files
+    from a source you trust.
     """
     meta, tensors = read_exported(path)
     try:

@@ -101,6 +101,7 @@ def export_trial(
         record = _select(store, int(trial_id))
         identity = dict(store.identity)
         settings = (store.info or {}).get("settings") or {}
+        checkpoint = store.checkpoint_file(record)  # refuses a path that leads out of the run
     finally:
         store.close()
     backbone = identity["backbone"]
@@ -120,7 +121,6 @@ def export_trial(
         split_seed=int(identity.get("split_seed") or 0),
     )
 
-    checkpoint = Path(run_dir) / record.checkpoint if record.checkpoint else None
     if checkpoint is not None and checkpoint.is_file():
         model, source = _from_checkpoint(checkpoint, config, backbone, dataset, record.trial_id), "checkpoint"
     elif retrain_if_missing:

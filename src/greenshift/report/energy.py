@@ -436,6 +436,8 @@ def energy_crosscheck(
         identity = dict(store.identity)
         settings = dict((store.info or {}).get("settings") or {})
         records = store.trials()
+        # Every kept model's path is checked once here, while the store is open: none may lead out of the run.
+        kept_files = {r.trial_id: store.checkpoint_file(r) for r in records if r.checkpoint}
     context = _RunContext(identity, settings, device, energy_table)
     cache = _Cache(run_dir)
     names = set(report_data.objective_names)
@@ -480,10 +482,10 @@ def energy_crosscheck(
         if measured is None:
             if kept is None or checkpoint is None:
                 notes.append(NO_KEPT_MODEL)
-            elif not (run_dir / checkpoint).is_file():
+            elif not kept_files[kept.trial_id].is_file():
                 notes.append(f"kept model {checkpoint} is missing (deleted after the search?)")
             else:
-                path = run_dir / checkpoint
+                path = kept_files[kept.trial_id]
                 stat = path.stat()
                 key = {
                     "trial_id": int(kept.trial_id),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
+from greenshift.search.isolation import IsolatedTrial, close_trial_processes
 from greenshift.search.known_energy import ConfigurationEnergy, known_objective_indices
 from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
 from greenshift.search.smac_runner import (
@@ -47,7 +48,7 @@ from greenshift.search.trial import (
     prepare_worker,
     run_trial,
 )
-from greenshift.store import RunStore, TrialRecord, TrialStatus, config_key
+from greenshift.store import RunStore, TrialRecord, TrialStatus, WriterLock, config_key
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class SearchSettings:
     country_iso_code: str = "DEU"
     force_new: bool = False
     verbose: bool = False
+    # Each trial runs in a trial process that a timeout can kill and whose crash the search survives
+    # (.isolation); False runs trials in the search's own process (debugging, tests that count calls).
+    isolate_trials: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -246,6 +250,7 @@ class DSNNSearch:
         self.progress = progress or NullProgress()
         self._stop_requested = threading.Event()
         self._pending: list[_Pending] = []
+        self._isolated: IsolatedTrial | None = None
         # (finished trials' ids and statuses, Pareto size, hypervolume) of the last progress update
         self._front_summary: tuple[tuple[Any, ...], int, float | None] | None = None
 
@@ -357,6 +362,28 @@ class DSNNSearch:
             fixed_extra=dict(fixed_extra),
         )
 
+    def get_trial_runner(self, store: RunStore) -> Callable[..., dict[str, Any]]:
+        """The trial function SMAC's runner calls: ``trial_function`` in a trial process, or as it is.
+
+        A resumed run starts its trial time limit from the longest time per epoch of its earlier
+        trials (see :func:`~greenshift.search.isolation.trial_timeout`).
+        """
+        s = self.settings
+        if not s.isolate_trials:
+            return self.trial_function
+        per_epoch = [
+            float(r.duration_s) / int(r.metrics["epochs_trained"])
+            for r in store.trials(TrialStatus.OK)
+            if r.duration_s and int(r.metrics.get("epochs_trained") or 0) > 0
+        ]
+        self._isolated = IsolatedTrial(
+            self.trial_function,
+            trial_timeout_s=s.trial_timeout_s,
+            walltime_s=s.walltime_s,
+            per_epoch_hint_s=max(per_epoch, default=None),
+        )
+        return self._isolated
+
     def get_known_objectives(
         self, trial_settings: TrialSettings
     ) -> Callable[[Mapping[str, Any], int], Any] | None:
@@ -390,11 +417,20 @@ class DSNNSearch:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
-        """Run (or resume) the search until a limit is reached; returns the result from the store."""
+        """Run (or resume) the search until a limit is reached; returns the result from the store.
+
+        The run directory is locked for the whole run (:class:`~greenshift.store.WriterLock`): a second
+        search on it is refused with a :class:`~greenshift.errors.StoreError` that names this process.
+        """
+        space, fixed_extra = self.get_space()
+        # Before anything in the directory is touched (--force-new moves the run away): one writer only.
+        with WriterLock(self.settings.out):
+            return self._run_locked(space, fixed_extra)
+
+    def _run_locked(self, space: Any, fixed_extra: dict[str, Any]) -> SearchResult:
         import greenshift
 
         s = self.settings
-        space, fixed_extra = self.get_space()
         run_dir = Path(s.out)
         store = RunStore.create(
             run_dir,
@@ -416,6 +452,7 @@ class DSNNSearch:
         store.set_state("baseline_outside", baseline_outside)
         previous_handler = self._install_sigint_handler()
         try:
+            store.remove_stale_temporaries()
             store.interrupt_running()
             stop_reason = self._optimize(store, space, fixed_extra)
             self._cleanup_checkpoints(store)
@@ -425,6 +462,7 @@ class DSNNSearch:
             raise
         finally:
             self._restore_sigint_handler(previous_handler)
+            self._close_trial_processes()
             self._close_cluster()
             store.close()
         return SearchResult(
@@ -480,7 +518,10 @@ class DSNNSearch:
         store.set_state("scenario_trials", scenario.n_trials)
         client = self.get_dask_client()
         trial_settings = self.get_trial_settings(fixed_extra)
-        if self.trial_function is run_trial:
+        trial_function = self.get_trial_runner(store)
+        if isinstance(trial_function, IsolatedTrial):
+            _prepare_trial_processes(client, trial_function, trial_settings)
+        elif self.trial_function is run_trial:
             _prepare_workers(client, trial_settings)
         smac = make_facade(
             scenario,
@@ -490,9 +531,11 @@ class DSNNSearch:
             verbose=s.verbose,
             known_objectives=self.get_known_objectives(trial_settings),
         )
-        target = SmacTarget(trial_settings, self.trial_function)
+        target = SmacTarget(trial_settings, trial_function)
         runner = make_runner(scenario, target, client)
         capacity = _worker_capacity(runner, s.workers)
+        if isinstance(trial_function, IsolatedTrial):
+            _wait_for_trial_processes(client, trial_function, trial_settings)
         started = time.time()
         self.progress.start(self._stats(store, started))
 
@@ -561,7 +604,9 @@ class DSNNSearch:
                 outcome = {"status": CRASHED, "objectives": {}, "metrics": {}, "error": str(error)}
             status = TrialStatus(outcome["status"])
             metrics = dict(outcome.get("metrics", {}))
-            metrics["epochs_trained"] = outcome.get("epochs_trained", 0)
+            # Whatever the outcome, the epochs the trial spent count towards --max-total-epochs; a
+            # trial lost without a word (its Dask worker died) is charged its whole budget.
+            metrics["epochs_trained"] = outcome.get("epochs_trained", pending.budget_epochs)
             metrics["worker"] = outcome.get("worker")
             store.finish_trial(
                 pending.trial_id,
@@ -706,6 +751,18 @@ class DSNNSearch:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
+    def _close_trial_processes(self) -> None:
+        """Stop the trial processes: this process's, and those on the workers of a cluster we keep."""
+        if self._isolated is None:
+            return
+        self._isolated.close()
+        if self._dask_client is not None and self._own_cluster is None:
+            try:
+                self._dask_client.run(close_trial_processes)
+            except Exception as exc:  # a worker that is gone has no trial process left either
+                logger.debug("closing the trial processes on the workers failed: %s", exc)
+        self._isolated = None
+
     def _close_cluster(self) -> None:
         if self._own_cluster is not None:
             if self._dask_client is not None:
@@ -742,6 +799,39 @@ def _prepare_workers(client: Any | None, trial_settings: TrialSettings) -> None:
             client.run(prepare_worker, trial_settings)
     except Exception as exc:  # the trials meet and report the same problem one by one
         logger.debug("preparing the workers failed: %s", exc)
+
+
+def _prepare_trial_processes(client: Any | None, trial: IsolatedTrial, trial_settings: TrialSettings) -> None:
+    """Start the trial process of this process (without ``client``) or of every Dask worker now.
+
+    They load torch and the data set while SMAC sets up; a failure is left for the trials to record.
+    """
+    try:
+        if client is None:
+            trial.prepare(trial_settings)
+        else:
+            client.run(trial.prepare, trial_settings)
+    except GreenshiftError:
+        raise  # an unpicklable trial function: the user must change it or the settings
+    except Exception as exc:
+        logger.debug("starting the trial processes failed: %s", exc)
+
+
+def _wait_for_trial_processes(
+    client: Any | None, trial: IsolatedTrial, trial_settings: TrialSettings
+) -> None:
+    """Wait until the trial processes have loaded torch and the data set (they did so while SMAC set up).
+
+    Their loading is start-up, like the imports: without the wait it fell inside the first trial's
+    wall time and made up most of the search's overhead per trial in bench/search_overhead.py.
+    """
+    try:
+        if client is None:
+            trial.wait_ready(trial_settings)
+        else:
+            client.run(trial.wait_ready, trial_settings)
+    except Exception as exc:  # the trials meet a process that did not start and record it
+        logger.debug("waiting for the trial processes failed: %s", exc)
 
 
 def _worker_capacity(runner: Any, workers: int) -> int:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,43 @@ class TrialSettings:
     meter: str = "auto"
     country_iso_code: str = "DEU"
     fixed_extra: Mapping[str, Any] = field(default_factory=dict)
+    # Set by the process that starts a trial process (see .isolation), where Dask's worker is not
+    # reachable: which GPU the trial uses on a multi-GPU machine.
+    worker_index: int | None = None
+
+
+#: Set in a trial process (:mod:`greenshift.search.isolation`): called with (epochs trained so far by
+#: this trial, epochs it will train) before training and after every epoch, so that the process that
+#: kills a hung trial knows how many epochs it spent.
+epoch_reporter: Callable[[int, int], None] | None = None
+
+
+class _Epochs:
+    """Epochs a trial has spent so far, counting an epoch that was begun as spent."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.planned: int | None = None
+        self.inside_epoch = False
+
+    @property
+    def spent(self) -> int:
+        return self.done + (1 if self.inside_epoch else 0)
+
+    def plan(self, planned: int) -> None:
+        self.planned = planned
+        self.inside_epoch = planned > 0
+        if epoch_reporter is not None:
+            epoch_reporter(0, planned)
+
+    def finished_epoch(self, done: int) -> None:
+        self.done = done
+        self.inside_epoch = False
+        if epoch_reporter is not None and self.planned is not None:
+            epoch_reporter(done, self.planned)
+
+    def next_epoch_begins(self) -> None:
+        self.inside_epoch = self.planned is not None and self.done < self.planned
 
 
 class TrialTimeout(Exception):
@@ -131,7 +168,7 @@ def worker_device(settings: TrialSettings, dask_worker: Any = None) -> Any:
 
     device = resolve_device(settings.device)
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        index = _worker_index(dask_worker)
+        index = settings.worker_index if settings.worker_index is not None else _worker_index(dask_worker)
         if index is not None:
             device = torch.device("cuda", index % torch.cuda.device_count())
     return device
@@ -177,6 +214,8 @@ def run_trial(
 
     Returns a plain dict: ``status``, ``objectives`` (only for ok), ``metrics``, ``error``,
     ``checkpoint`` (relative to the run directory), ``duration_s``, ``worker``, ``epochs_trained``.
+    ``epochs_trained`` is what the trial spent whatever its outcome: the epochs it completed, plus the
+    one it was inside when it crashed or diverged (``--max-total-epochs`` counts it).
     """
     start = time.time()
     outcome: dict[str, Any] = {
@@ -188,9 +227,10 @@ def run_trial(
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "epochs_trained": 0,
     }
+    epochs = _Epochs()
     try:
         with _torch_threads(settings.threads_per_worker or _host_thread_share()):
-            _train_and_evaluate(settings, values, budget_epochs, seed, config_key, outcome, start)
+            _train_and_evaluate(settings, values, budget_epochs, seed, config_key, outcome, start, epochs)
     except TrialTimeout as exc:
         outcome.update(status=TIMEOUT, error=str(exc))
     except GreenshiftError as exc:
@@ -200,6 +240,7 @@ def run_trial(
         if "out of memory" in text.lower():
             text = f"out of memory: {text.splitlines()[0] if text else ''}"
         outcome.update(status=CRASHED, error=f"{type(exc).__name__}: {text}\n{traceback.format_exc(limit=8)}")
+    outcome["epochs_trained"] = epochs.spent
     outcome["duration_s"] = time.time() - start
     if outcome["status"] != OK:
         outcome["objectives"] = {}
@@ -232,6 +273,7 @@ def _train_and_evaluate(
     config_key: str,
     outcome: dict[str, Any],
     start: float,
+    epochs: _Epochs,
 ) -> None:
     from greenshift.objectives import evaluate
     from greenshift.search.space import config_from_values
@@ -256,10 +298,14 @@ def _train_and_evaluate(
             already_trained = 0
 
     def check_deadline(epoch: int, _metrics: dict) -> None:
+        epochs.finished_epoch(epoch - already_trained)
         if settings.trial_timeout_s is not None and time.time() - start > settings.trial_timeout_s:
             raise TrialTimeout(
                 f"trial ran past --trial-timeout {settings.trial_timeout_s:g} s after epoch {epoch}"
             )
+        epochs.next_epoch_begins()
+
+    epochs.plan(budget_epochs - already_trained)
 
     result = train(
         config,
@@ -273,7 +319,9 @@ def _train_and_evaluate(
         resume_from=resume_from,
         progress=check_deadline,
     )
-    outcome["epochs_trained"] = result.epochs_completed - already_trained
+    epochs.done = result.epochs_completed - already_trained
+    # A diverged run stopped inside the epoch after its last completed one: that epoch was spent.
+    epochs.inside_epoch = result.status != "ok" and epochs.done < budget_epochs - already_trained
     outcome["metrics"].update(
         {
             "val_accuracy_per_epoch": list(result.val_accuracy),

@@ -5,6 +5,7 @@ This package knows nothing of the search (or SMAC): the search writes trials int
 
 from __future__ import annotations
 
+from greenshift.store.lock import WriterLock, lock_holder
 from greenshift.store.records import (
     FAILED_STATUSES,
     FailureGroup,
@@ -24,8 +25,10 @@ __all__ = [
     "RunStore",
     "TrialRecord",
     "TrialStatus",
+    "WriterLock",
     "all_finite",
     "config_key",
     "error_headline",
     "failure_groups",
+    "lock_holder",
 ]

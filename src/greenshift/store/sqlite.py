@@ -4,8 +4,13 @@ Layout of a run directory::
 
     run_dir/
         run.sqlite            settings (identity, info), trials, small state values
+        writer.lock           the one-writer lock of a live search (:mod:`greenshift.store.lock`)
         checkpoints/          model checkpoints, created when the first one is written
         previous-<UTC time>/  earlier runs moved aside by ``force_new``
+
+Every path the database holds is relative to the run directory and is resolved through
+:meth:`RunStore.resolve`, which refuses anything that would lead outside it: a crafted or damaged
+``run.sqlite`` cannot make greenshift read or delete a file elsewhere.
 
 Concurrency: the database is in WAL mode and every state change is one ``BEGIN IMMEDIATE``
 transaction with a busy timeout, so the main process and Dask workers on the same machine can
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import StoreError
+from greenshift.store.lock import LOCK_NAME
 from greenshift.store.records import (
     TrialRecord,
     TrialStatus,
@@ -144,7 +150,8 @@ def _archive(run_dir: Path) -> Path:
     """Move everything of the current run (earlier archives excepted) into a new archive folder."""
     _flush_wal(run_dir / RunStore.DB_NAME)
     target = _archive_name(run_dir)
-    entries = [p for p in run_dir.iterdir() if not p.name.startswith(ARCHIVE_PREFIX)]
+    # The writer lock stays: the search that archives holds it and goes on in this directory.
+    entries = [p for p in run_dir.iterdir() if not p.name.startswith(ARCHIVE_PREFIX) and p.name != LOCK_NAME]
     target.mkdir()
     for entry in entries:
         shutil.move(str(entry), str(target / entry.name))
@@ -307,7 +314,13 @@ class RunStore:
         values = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if "identity" not in values:
             raise StoreError(f"{self.db_path} holds no run identity; it is not a greenshift run")
-        return load_json(values["identity"]), load_json(values.get("info", "{}"))
+        try:
+            identity, info = load_json(values["identity"]), load_json(values.get("info", "{}"))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.db_path} holds a damaged run identity or info ({exc})") from None
+        if not isinstance(identity, dict) or not isinstance(info, dict):
+            raise StoreError(f"{self.db_path} holds a damaged run identity or info (not JSON objects)")
+        return identity, info
 
     def _initialise(self, conn: sqlite3.Connection, identity: dict[str, Any], info: dict[str, Any]) -> bool:
         """Create the schema of a fresh database; False if another process got there first."""
@@ -514,7 +527,31 @@ class RunStore:
                 path = path.resolve().relative_to(self.run_dir.resolve())
             except ValueError as exc:
                 raise StoreError(f"checkpoint {path} lies outside the run directory {self.run_dir}") from exc
+        self.resolve(path.as_posix(), what="checkpoint")  # a relative ../x is refused too
         return path.as_posix()
+
+    def resolve(self, stored: str, *, what: str = "path") -> Path:
+        """The file a path read from the database names, checked to lie inside the run directory.
+
+        The database is input like any file: a relative ``../x``, an absolute path (which ``/`` would
+        put in place of the run directory) or a symbolic link that leads out is a :class:`StoreError`.
+        """
+        if not isinstance(stored, str) or not stored or "\x00" in stored:
+            raise StoreError(f"{what} {stored!r} in {self.db_path} is not a usable path")
+        relative = Path(stored)
+        root = self.run_dir.resolve()
+        if relative.is_absolute() or ".." in relative.parts:
+            raise StoreError(f"{what} {stored!r} in {self.db_path} lies outside the run directory {root}")
+        target = (root / relative).resolve()
+        if target != root and root not in target.parents:
+            raise StoreError(f"{what} {stored!r} in {self.db_path} leads outside the run directory {root}")
+        return target
+
+    def checkpoint_file(self, record: TrialRecord) -> Path | None:
+        """The kept model file of ``record`` (None if it kept none); see :meth:`resolve`."""
+        if record.checkpoint is None:
+            return None
+        return self.resolve(record.checkpoint, what=f"the checkpoint of trial {record.trial_id}")
 
     def trials(self, status: TrialStatus | None = None) -> list[TrialRecord]:
         """All trials (or those with ``status``) ordered by id.
@@ -602,11 +639,26 @@ class RunStore:
     def remove_checkpoint(self, trial_id: int) -> None:
         """Delete the trial's checkpoint file (if any) and clear its ``checkpoint`` field."""
         record = self.trial(trial_id)
-        if record.checkpoint is None:
+        path = self.checkpoint_file(record)
+        if path is None:
             return
-        (self.run_dir / record.checkpoint).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         with self._transaction() as tx:
             tx.execute("UPDATE trials SET checkpoint = NULL WHERE trial_id = ?", (record.trial_id,))
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of atomic writes that a kill cut short; return what was deleted.
+
+        Only the run's writer may call this (it holds the writer lock, and no trial runs yet): the
+        temporary file of a live write looks the same. Covers the run directory and its checkpoints.
+        """
+        removed = []
+        for folder in (self.run_dir, self.checkpoint_dir):
+            for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -619,10 +671,26 @@ class RunStore:
     def get_state(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         rows = self._query("SELECT value FROM state WHERE key = ?", (key,))
-        return load_json(rows[0][0]) if rows else default
+        if not rows:
+            return default
+        try:
+            return load_json(rows[0][0])
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"state {key!r} in {self.db_path} is damaged ({exc})") from None
 
 
 def _record(row: tuple[Any, ...]) -> TrialRecord:
+    """Decode one row; a damaged value (bad JSON, unknown status, wrong type) is a StoreError naming the trial."""
+    try:
+        return _decode(row)
+    except (StoreError, TypeError, ValueError, AttributeError) as exc:
+        raise StoreError(
+            f"trial {row[0]} in the run database is damaged ({type(exc).__name__}: {exc}); "
+            "restore run.sqlite from a copy, or start a new run directory"
+        ) from None
+
+
+def _decode(row: tuple[Any, ...]) -> TrialRecord:
     (
         trial_id,
         config,
@@ -640,14 +708,20 @@ def _record(row: tuple[Any, ...]) -> TrialRecord:
         worker,
         checkpoint,
     ) = row
+    values = {"config": load_json(config), "objectives": load_json(objectives), "metrics": load_json(metrics)}
+    for name, value in values.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} is not a JSON object")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise ValueError("checkpoint is not text")
     return TrialRecord(
         trial_id=int(trial_id),
-        config=load_json(config),
+        config=values["config"],
         budget_epochs=float(budget),
         seed=int(seed),
         status=TrialStatus(status),
-        objectives=load_json(objectives),
-        metrics=load_json(metrics),
+        objectives=coerce_objectives(values["objectives"]),
+        metrics=values["metrics"],
         error=error,
         is_default=bool(is_default),
         started_at=float(started_at),
