@@ -343,7 +343,9 @@ def test_one_ctrl_c_stops_the_search_with_exit_code_130(monkeypatch, capsys, tmp
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     trial = InterruptingTrial()
     monkeypatch.setattr(cli, "_trial_function", trial)
-    code, out, _ = run_cli(capsys, *SEARCH, "--trials", "8", "--out", str(tmp_path / "r"), "--json")
+    # In the search's own process, so that the trial's SIGINT reaches the search as a Ctrl-C would.
+    args = (*SEARCH, "--trials", "8", "--out", str(tmp_path / "r"), "--json", "--no-isolate-trials")
+    code, out, _ = run_cli(capsys, *args)
     assert code == 130 and trial.calls < 8
     data = json.loads(out)
     assert data["stopped_by_user"] is True and data["stop_reason"] == "stopped by the user"
