@@ -14,6 +14,7 @@ from greenshift.shift import quantize
 from greenshift.shift.quantize import (
     _round_fixed_point_scaled,
     _round_fixed_point_two_op,
+    clamp_magnitude,
     fixed_point_range,
     round_exponent,
     round_fixed_point,
@@ -294,3 +295,21 @@ def test_chunked_weight_rounding_matches_the_direct_computation(monkeypatch: pyt
         assert torch.all((p == exponent.floor()) | (p == exponent.ceil()))
     finally:
         torch.set_num_threads(previous)
+
+
+@given(
+    st.lists(st.floats(-8.0, 8.0, allow_nan=False), min_size=1, max_size=32),
+    st.integers(-7, 0),
+)
+def test_clamp_magnitude_keeps_signs_and_puts_magnitudes_in_range(values: list[float], p_min: int) -> None:
+    weight = torch.tensor(values, dtype=torch.float64)
+    low, high = 2.0**p_min, 1.0
+    out = clamp_magnitude(weight, low, high)
+    assert torch.equal(torch.sign(out), torch.sign(weight))
+    nonzero = weight != 0
+    assert bool(((out.abs() >= low) & (out.abs() <= high))[nonzero].all())
+    inside = nonzero & (weight.abs() >= low) & (weight.abs() <= high)
+    assert torch.equal(out[inside], weight[inside])
+    assert torch.equal(
+        clamp_magnitude(out, low, high), out
+    )  # a projection: applying it twice changes nothing

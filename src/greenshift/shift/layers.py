@@ -292,7 +292,7 @@ class ShiftLayer(nn.Module):
         ``|s| <= 0.5`` to 0); ``shift`` uniform in [-10, -1] for convolutions and over the whole shift
         range for linear layers, clamped to the range. Starting PS from a float initialisation instead
         turns every weight into a power of two of the same magnitude as the float one, and
-        from-scratch training then barely learns (docs/concepts.md, "Initialising DeepShift-PS").
+        from-scratch training then barely learns (docs/concepts.md, "Training DSNNs from scratch").
         """
         if self._shift_type != "PS":
             raise ConfigError("reset_sign_shift applies to DeepShift-PS layers only")
