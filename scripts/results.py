@@ -26,7 +26,8 @@ def machine_line(data: dict[str, Any]) -> str:
     if isinstance(machine, dict):
         return (
             f"Measured on {machine.get('cores')} cores ({machine.get('cpu')}), torch {machine.get('torch')}, "
-            f"{machine.get('date')}, load average {machine.get('load_average', 0):.1f} at the end."
+            f"{machine.get('date')}, load average {machine.get('load_average', 0):.1f} at the end"
+            + (f", code at commit `{machine['commit']}`." if machine.get("commit") else ".")
         )
     env = data.get("environment") or {}
     torch_version = data.get("torch") or env.get("torch")
