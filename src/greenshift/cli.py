@@ -28,6 +28,7 @@ from typing import Any
 from greenshift.config import OPTIMIZERS as TRAINING_OPTIMIZERS
 from greenshift.config import DSNNConfig, load_config_file, parse_assignments
 from greenshift.errors import ConfigError, GreenshiftError
+from greenshift.store import FAILED_STATUSES, TrialStatus
 
 #: Bundles of ``greenshift search`` settings, keyed like a --config file. Explicit flags and config-file
 #: values override a preset. ``demo`` is the main job of ``make run``: it must finish in under ten
@@ -489,8 +490,8 @@ def _add_search(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_search)
 
 
-TRIAL_STATUSES = ("running", "ok", "crashed", "diverged", "timeout", "interrupted")
-FAILED = ("crashed", "diverged", "timeout", "interrupted")
+TRIAL_STATUSES = tuple(status.value for status in TrialStatus)
+FAILED = tuple(status.value for status in FAILED_STATUSES)
 
 
 def _add_trials(command: Callable[..., argparse.ArgumentParser]) -> None:
