@@ -96,6 +96,53 @@ def search_command(backbone: str, seed: int, args: argparse.Namespace, out: Path
     return command
 
 
+#: The two configurations whose convergence decides the budgets: the all-float network and the default DSNN.
+CONVERGENCE_CONFIGS = {"float": ["--set", "shift_depth=0"], "default DSNN": []}
+
+
+def convergence_command(
+    backbone: str, label: str, epochs: int, seed: int, image_size: int | None
+) -> list[str]:
+    """`greenshift train` of one point of the convergence curve (one budget, one seed)."""
+    command = ["greenshift", "train", "--dataset", "digits", "--backbone", backbone, "--epochs", str(epochs)]
+    command += ["--seed", str(seed), "--device", "cpu", *CONVERGENCE_CONFIGS[label], "--json"]
+    if image_size:
+        command += ["--image-size", str(image_size)]
+    return command
+
+
+def convergence_path(runs_dir: Path, backbone: str, label: str, epochs: int, seed: int) -> Path:
+    """Where the JSON of one convergence point is kept."""
+    slug = label.replace(" ", "-").lower()
+    return runs_dir / "convergence" / f"{backbone}-{slug}-e{epochs}-s{seed}.json"
+
+
+def run_convergence(args: argparse.Namespace, runs_dir: Path, log: Path) -> list[str]:
+    """Train float and default per backbone, budget and seed (skipping points already kept); their commands."""
+    commands = []
+    for backbone in args.backbones:
+        for label in CONVERGENCE_CONFIGS:
+            for epochs in args.convergence_epochs:
+                for seed in args.convergence_seeds:
+                    command = convergence_command(backbone, label, epochs, seed, args.image_size)
+                    path = convergence_path(runs_dir, backbone, label, epochs, seed)
+                    printable = " ".join(command) + f" > {path.relative_to(ROOT)}"
+                    commands.append(printable)
+                    if args.render_only or path.exists():
+                        continue
+                    print(f"$ {printable}", flush=True)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    result = subprocess.run(executable(command), cwd=ROOT, capture_output=True, text=True)
+                    with log.open("a") as handle:
+                        handle.write(f"$ {printable}\n{result.stderr}")
+                    if result.returncode != 0:
+                        sys.exit(
+                            f"command failed with exit code {result.returncode}: {printable} (see {log})"
+                        )
+                    path.write_text(result.stdout)
+    return commands
+
+
 def main() -> None:
     """Run the study (or continue it) and write docs/study.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,6 +158,21 @@ def main() -> None:
         help="epochs per run (the real limit); BACKBONE=EPOCHS sets one backbone's, e.g. mobilenetv2=45",
     )
     parser.add_argument("--image-size", type=int, default=None, help="digits image side (default: 16)")
+    parser.add_argument(
+        "--convergence-epochs",
+        nargs="+",
+        type=int,
+        default=[1, 3, 9, 27, 54],
+        help="budgets of the convergence curve",
+    )
+    parser.add_argument(
+        "--convergence-seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        help="training seeds of the convergence curve",
+    )
+    parser.add_argument("--only-convergence", action="store_true", help="run the convergence curve and stop")
     parser.add_argument("--runs", default="runs/study", help="where the run directories go")
     parser.add_argument("--out", default="docs/study.md", help="the page to write")
     parser.add_argument(
@@ -129,6 +191,9 @@ def main() -> None:
     if not args.render_only:
         provenance.write_text(current_commit() + "\n")
     args.commit = provenance.read_text().strip() if provenance.exists() else None
+    commands += run_convergence(args, runs_dir, log)
+    if args.only_convergence:
+        return
     for backbone in args.backbones:
         for seed in args.seeds:
             out = (

@@ -274,7 +274,7 @@ def test_search_settings_precedence_flags_file_preset(tmp_path):
 def test_cli_defaults_and_choices_match_the_library():
     from greenshift.objectives import METER_NAMES, OBJECTIVES
     from greenshift.search import SearchSettings
-    from greenshift.search.facade import KEEP_MODELS
+    from greenshift.search.settings import KEEP_MODELS
     from greenshift.search.smac_runner import OPTIMIZERS
 
     assert tuple(OPTIMIZERS) == cli.SEARCH_OPTIMIZERS

@@ -28,6 +28,7 @@ from typing import Any
 from greenshift.config import OPTIMIZERS as TRAINING_OPTIMIZERS
 from greenshift.config import DSNNConfig, load_config_file, parse_assignments
 from greenshift.errors import ConfigError, GreenshiftError
+from greenshift.fileio import jsonable
 from greenshift.store import FAILED_STATUSES, TrialStatus
 
 #: Bundles of ``greenshift search`` settings, keyed like a --config file. Explicit flags and config-file
@@ -915,21 +916,7 @@ def _console(*, stderr: bool = False) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(_jsonable(data), indent=2, allow_nan=False))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # NumPy scalars
-        return _jsonable(value.item())
-    return value
+    print(json.dumps(jsonable(data), indent=2, allow_nan=False))
 
 
 _SI_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
@@ -1023,7 +1010,7 @@ def _key_value_table(title: str, values: Mapping[str, Any]) -> Any:
     table.add_column("key")
     table.add_column("value")
     for key, value in values.items():
-        table.add_row(str(key), value if isinstance(value, str) else json.dumps(_jsonable(value)))
+        table.add_row(str(key), value if isinstance(value, str) else json.dumps(jsonable(value)))
     return table
 
 

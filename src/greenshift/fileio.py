@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,3 +37,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     import torch
 
     return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: mappings, lists, numbers, strings, ``None``.
+
+    Non-finite floats become ``None`` (JSON has no NaN), NumPy scalars their Python value, paths and
+    anything else without a JSON form their ``str``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, bytes):  # NumPy scalars
+        return jsonable(value.item())
+    return str(value)

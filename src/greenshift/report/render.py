@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from greenshift.fileio import jsonable
 from greenshift.report.data import (
     LOSS,
     BudgetStep,
@@ -52,21 +53,6 @@ def objective_label(name: str) -> str:
         if name.endswith(suffix):
             return f"{name[: -len(suffix)].replace('_', ' ')} [{unit}]"
     return name.replace("_", " ")
-
-
-def _json_safe(value: Any) -> Any:
-    """Recursively turn data into JSON values; non-finite floats become ``None`` (JSON has no NaN)."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item"):  # NumPy scalars
-        return _json_safe(value.item())
-    return str(value)
 
 
 def _entry_json(entry: Entry | None) -> dict[str, Any] | None:
@@ -154,7 +140,7 @@ def report_json(report: ReportData) -> dict[str, Any]:
         "failures": [group.to_dict() for group in report.failures],
         "baseline_outside_space": report.baseline_outside,
     }
-    return _json_safe(data)
+    return jsonable(data)
 
 
 # ---------------------------------------------------------------------------------------------- figures

@@ -10,7 +10,8 @@ import sys
 import types
 from typing import Any
 
-from greenshift.search.facade import DSNNSearch, SearchResult, SearchSettings, pareto_records
+from greenshift.search.facade import DSNNSearch, SearchResult, pareto_records
+from greenshift.search.settings import SearchSettings
 from greenshift.search.progress import NullProgress, RichProgress, SearchProgress, SearchStats
 from greenshift.search.space import build_space, config_from_values, default_space
 from greenshift.search.trial import TrialSettings, run_trial
