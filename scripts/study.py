@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import statistics
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,51 +50,80 @@ def executable(command: list[str]) -> list[str]:
     return [sys.executable, "-m", "greenshift", *command[1:]]
 
 
-def budget_of(backbone: str, budgets: list[str]) -> int:
-    """The epoch budget of ``backbone`` from ``--max-total-epochs`` values ``N`` or ``BACKBONE=N``."""
+def per_backbone(backbone: str, values: list[str], flag: str) -> int:
+    """The value of ``backbone`` from ``values`` given as ``N`` or ``BACKBONE=N`` (the latter wins)."""
     default = None
-    for item in budgets:
+    for item in values:
         name, _, value = item.rpartition("=")
         if name == backbone:
             return int(value)
         if not name:
             default = int(value)
     if default is None:
-        sys.exit(f"--max-total-epochs gives no budget for {backbone}")
+        sys.exit(f"{flag} gives no value for {backbone}")
     return default
 
 
-def search_command(backbone: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
+@dataclass(frozen=True)
+class StudyRun:
+    """One `greenshift search` of the study: a backbone searched by one optimiser with one seed."""
+
+    backbone: str
+    optimizer: str
+    seed: int
+
+    def out(self, args: argparse.Namespace) -> Path:
+        """The run directory, relative to the repository root (as the printed commands show it)."""
+        return Path(args.runs) / f"{self.backbone}-{self.optimizer}-seed{self.seed}"
+
+
+def search_command(run: StudyRun, args: argparse.Namespace) -> list[str]:
     """The exact `greenshift search` command of one study run."""
-    command = [
-        "greenshift",
-        "search",
-        "--dataset",
-        "digits",
-        "--backbone",
-        backbone,
-        "--seed",
-        str(seed),
-        "--trials",
-        str(args.trials),
-        "--min-epochs",
-        "1",
-        "--max-epochs",
-        str(args.max_epochs),
-        "--eta",
-        "3",
+    command = ["greenshift", "search", "--dataset", "digits", "--backbone", run.backbone]
+    command += ["--optimizer", run.optimizer, "--seed", str(run.seed), "--trials", str(args.trials)]
+    command += ["--min-epochs", str(per_backbone(run.backbone, args.min_epochs, "--min-epochs"))]
+    command += ["--max-epochs", str(args.max_epochs), "--eta", "3"]
+    command += [
         "--max-total-epochs",
-        str(budget_of(backbone, args.max_total_epochs)),
+        str(per_backbone(run.backbone, args.max_total_epochs, "--max-total-epochs")),
+    ]
+    # One thread per trial so that --jobs searches share the cores without oversubscribing them.
+    command += [
         "--device",
         "cpu",
+        "--threads-per-trial",
+        "1",
         "--keep-models",
-        "none",
+        "pareto",
         "--out",
-        str(out),
+        str(run.out(args)),
     ]
     if args.image_size:
         command += ["--image-size", str(args.image_size)]
     return command
+
+
+def remeasure_command(run: StudyRun, args: argparse.Namespace) -> list[str]:
+    """Measure front and default models with CodeCarbon on this machine (cached in the run)."""
+    return ["greenshift", "report", str(run.out(args)), "--remeasure", "--meter", args.meter]
+
+
+def report_command(run: StudyRun, args: argparse.Namespace) -> list[str]:
+    """The report JSON the page is rendered from."""
+    return ["greenshift", "report", str(run.out(args)), "--json"]
+
+
+def run_searches(runs: list[StudyRun], args: argparse.Namespace, runs_dir: Path) -> None:
+    """The searches, ``args.jobs`` at a time; each resumes where an earlier study stopped."""
+    logs = runs_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def one(run_: StudyRun) -> None:
+        run(search_command(run_, args), logs / f"{run_.out(args).name}.log")
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(one, r) for r in runs]:
+            future.result()
 
 
 #: The two configurations whose convergence decides the budgets: the all-float network and the default DSNN.
@@ -117,30 +147,65 @@ def convergence_path(runs_dir: Path, backbone: str, label: str, epochs: int, see
     return runs_dir / "convergence" / f"{backbone}-{slug}-e{epochs}-s{seed}.json"
 
 
-def run_convergence(args: argparse.Namespace, runs_dir: Path, log: Path) -> list[str]:
-    """Train float and default per backbone, budget and seed (skipping points already kept); their commands."""
-    commands = []
+def convergence_seeds(backbone: str, args: argparse.Namespace) -> list[int]:
+    """The training seeds of ``backbone``'s convergence curve."""
+    own = [
+        int(item.rpartition("=")[2]) for item in args.convergence_seeds if item.rpartition("=")[0] == backbone
+    ]
+    return own or [int(item) for item in args.convergence_seeds if "=" not in item]
+
+
+def convergence_points(args: argparse.Namespace):
+    """Every (backbone, configuration label, epochs, seed) of the convergence curve."""
     for backbone in args.backbones:
         for label in CONVERGENCE_CONFIGS:
             for epochs in args.convergence_epochs:
-                for seed in args.convergence_seeds:
-                    command = convergence_command(backbone, label, epochs, seed, args.image_size)
-                    path = convergence_path(runs_dir, backbone, label, epochs, seed)
-                    printable = " ".join(command) + f" > {path.relative_to(ROOT)}"
-                    commands.append(printable)
-                    if args.render_only or path.exists():
-                        continue
-                    print(f"$ {printable}", flush=True)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    result = subprocess.run(executable(command), cwd=ROOT, capture_output=True, text=True)
-                    with log.open("a") as handle:
-                        handle.write(f"$ {printable}\n{result.stderr}")
-                    if result.returncode != 0:
-                        sys.exit(
-                            f"command failed with exit code {result.returncode}: {printable} (see {log})"
-                        )
-                    path.write_text(result.stdout)
+                for seed in convergence_seeds(backbone, args):
+                    yield backbone, label, epochs, seed
+
+
+def load_convergence(args: argparse.Namespace, runs_dir: Path) -> list[dict]:
+    """The kept convergence points: backbone, label, epochs, seed, validation accuracy, training time."""
+    points = []
+    for backbone, label, epochs, seed in convergence_points(args):
+        path = convergence_path(runs_dir, backbone, label, epochs, seed)
+        if path.exists():
+            result = json.loads(path.read_text())
+            points.append(
+                {
+                    "backbone": backbone,
+                    "label": label,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "val_accuracy": result["val_accuracy"],
+                    "train_time_s": result["train_time_s"],
+                }
+            )
+    return points
+
+
+def run_convergence(args: argparse.Namespace, runs_dir: Path, log: Path, *, run_it: bool) -> list[str]:
+    """Train float and default per backbone, budget and seed (skipping points already kept); their commands."""
+    commands = []
+    for backbone, label, epochs, seed in convergence_points(args):
+        command = convergence_command(backbone, label, epochs, seed, args.image_size)
+        path = convergence_path(runs_dir, backbone, label, epochs, seed)
+        printable = " ".join(command) + f" > {path.relative_to(ROOT)}"
+        commands.append(printable)
+        if not run_it or path.exists():
+            continue
+        print(f"$ {printable}", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(executable(command), cwd=ROOT, capture_output=True, text=True)
+        with log.open("a") as handle:
+            handle.write(f"$ {printable}\n{result.stderr}")
+        if result.returncode != 0:
+            sys.exit(f"command failed with exit code {result.returncode}: {printable} (see {log})")
+        path.write_text(result.stdout)
     return commands
+
+
+PHASES = ("convergence", "search", "measure", "render")
 
 
 def main() -> None:
@@ -148,16 +213,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet20", "mobilenetv2"], help="backbones")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search seeds")
-    parser.add_argument("--trials", type=int, default=200, help="upper bound of trials per run")
-    parser.add_argument("--max-epochs", type=int, default=9, help="maximum budget of a trial")
+    parser.add_argument(
+        "--random-backbones", nargs="*", default=["resnet20"], help="backbones also searched by random search"
+    )
+    parser.add_argument("--trials", type=int, default=400, help="upper bound of trials per run")
+    parser.add_argument(
+        "--min-epochs",
+        nargs="+",
+        default=["1", "mobilenetv2=3"],
+        metavar="[BACKBONE=]EPOCHS",
+        help="smallest budget of a trial; BACKBONE=EPOCHS sets one backbone's",
+    )
+    parser.add_argument("--max-epochs", type=int, default=27, help="largest budget of a trial")
     parser.add_argument(
         "--max-total-epochs",
         nargs="+",
-        default=["60"],
+        default=["741", "mobilenetv2=234"],
         metavar="[BACKBONE=]EPOCHS",
-        help="epochs per run (the real limit); BACKBONE=EPOCHS sets one backbone's, e.g. mobilenetv2=45",
+        help="epochs per run (the real limit); BACKBONE=EPOCHS sets one backbone's",
     )
-    parser.add_argument("--image-size", type=int, default=None, help="digits image side (default: 16)")
+    parser.add_argument("--image-size", type=int, default=None, help="digits image side (default: digits' 8)")
     parser.add_argument(
         "--convergence-epochs",
         nargs="+",
@@ -168,55 +243,56 @@ def main() -> None:
     parser.add_argument(
         "--convergence-seeds",
         nargs="+",
-        type=int,
-        default=[0, 1, 2],
-        help="training seeds of the convergence curve",
+        default=["0", "1", "2", "mobilenetv2=0"],
+        metavar="[BACKBONE=]SEED",
+        help="training seeds of the convergence curve; BACKBONE=SEED entries replace the list for that backbone",
     )
-    parser.add_argument("--only-convergence", action="store_true", help="run the convergence curve and stop")
+    parser.add_argument("--jobs", type=int, default=2, help="searches run at the same time")
+    parser.add_argument("--meter", default="codecarbon", help="energy meter of the measured view")
+    parser.add_argument(
+        "--phases", nargs="+", choices=PHASES, default=list(PHASES), help="what to do (default: everything)"
+    )
     parser.add_argument("--runs", default="runs/study", help="where the run directories go")
     parser.add_argument("--out", default="docs/study.md", help="the page to write")
     parser.add_argument(
-        "--render-only",
-        action="store_true",
-        help="write the page from the report.json files of finished runs, running nothing",
+        "--render-only", action="store_true", help="only write the page from finished runs (--phases render)"
     )
     args = parser.parse_args()
+    if args.render_only:
+        args.phases = ["render"]
     runs_dir = ROOT / args.runs
     runs_dir.mkdir(parents=True, exist_ok=True)
     log = runs_dir / "study.log"
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    commands: list[str] = []
-    reports: dict[str, list[dict]] = {}
     provenance = runs_dir / "commit.txt"
-    if not args.render_only:
+    if "search" in args.phases:
         provenance.write_text(current_commit() + "\n")
     args.commit = provenance.read_text().strip() if provenance.exists() else None
-    commands += run_convergence(args, runs_dir, log)
-    if args.only_convergence:
-        return
-    for backbone in args.backbones:
-        for seed in args.seeds:
-            out = (
-                Path(args.runs) / f"{backbone}-seed{seed}"
-            )  # as typed: the commands run from the repository root
-            search = search_command(backbone, seed, args, out)
-            report = ["greenshift", "report", str(out), "--json"]
-            report_path = ROOT / out / "report.json"
-            if args.render_only:
-                if not report_path.exists():
-                    sys.exit(f"--render-only: {out} has no report.json; run the study first")
-            else:
-                run(search, log)
-                with report_path.open("w") as handle:
-                    print(f"$ {' '.join(report)} > {out / 'report.json'}", flush=True)
-                    code = subprocess.call(executable(report), stdout=handle, cwd=ROOT)
-                if code != 0:
-                    sys.exit(f"greenshift report failed for {out}")
-            reports.setdefault(backbone, []).append(json.loads(report_path.read_text()))
-            commands += [" ".join(search), f"{' '.join(report)} > {out / 'report.json'}"]
-    page = render(reports, commands, args)
-    (ROOT / args.out).write_text(page)
-    print(f"written {args.out}")
+    runs = [StudyRun(b, "smac", seed) for b in args.backbones for seed in args.seeds]
+    runs += [StudyRun(b, "random", seed) for b in args.random_backbones for seed in args.seeds]
+    commands = run_convergence(args, runs_dir, log, run_it="convergence" in args.phases)
+    if "search" in args.phases:
+        run_searches(runs, args, runs_dir)
+    reports: dict[StudyRun, dict] = {}
+    for study_run in runs:
+        out = study_run.out(args)
+        commands.append(" ".join(search_command(study_run, args)))
+        if study_run.optimizer == "smac":
+            commands.append(" ".join(remeasure_command(study_run, args)))
+            if "measure" in args.phases:
+                run(remeasure_command(study_run, args), log)
+        report_path = ROOT / out / "report.json"
+        commands.append(f"{' '.join(report_command(study_run, args))} > {out / 'report.json'}")
+        if "search" in args.phases or "measure" in args.phases:
+            with report_path.open("w") as handle:
+                code = subprocess.call(executable(report_command(study_run, args)), stdout=handle, cwd=ROOT)
+            if code != 0:
+                sys.exit(f"greenshift report failed for {out}")
+        if not report_path.exists():
+            sys.exit(f"{out} has no report.json; run the study first")
+        reports[study_run] = json.loads(report_path.read_text())
+    if "render" in args.phases:
+        (ROOT / args.out).write_text(render(reports, load_convergence(args, runs_dir), commands, args))
+        print(f"written {args.out}")
 
 
 # The commit that made DSNNs train as DeepShift's do (docs/concepts.md, "Training DSNNs from scratch").
@@ -292,7 +368,9 @@ def render(reports: dict[str, list[dict]], commands: list[str], args) -> str:
         f"Data set: scikit-learn digits ({args.image_size or 8}x{args.image_size or 8}), objectives `loss` and",
         f"`energy_model_j`, SMAC3 multi-fidelity (1 to {args.max_epochs} epochs, eta 3), "
         "epochs per run: "
-        + ", ".join(f"{b} {budget_of(b, args.max_total_epochs)}" for b in args.backbones)
+        + ", ".join(
+            f"{b} {per_backbone(b, args.max_total_epochs, '--max-total-epochs')}" for b in args.backbones
+        )
         + f"; seeds {', '.join(map(str, args.seeds))}, CPU.",
         *([f"Runs made at greenshift commit `{args.commit}`."] if args.commit else []),
         "",
