@@ -38,8 +38,8 @@ def _commit() -> str | None:
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return None
+    if not commit:  # a copy without .git (e.g. a borrowed GPU machine) names its commit in BENCH_COMMIT
+        return os.environ.get("BENCH_COMMIT")
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
