@@ -165,3 +165,42 @@ def test_a_search_repeats_exactly_under_another_hash_seed(tmp_path):
         outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert len(outputs[0]) == 3 * 16
     assert outputs[0] == outputs[1]
+
+
+class ContinuationWritingTrial(SyntheticTrial):
+    """Leaves a continuation checkpoint below the maximum budget, as a real trial does, and notes
+    which continuations exist whenever a trial starts."""
+
+    def __init__(self):
+        super().__init__(max_depth=4)
+        self.seen: list[tuple[str, int, set[str]]] = []
+
+    def __call__(self, settings, values, budget_epochs, seed, config_key):
+        from greenshift.search.trial import continuation_checkpoint
+        from greenshift.store.checkpoints import continuation_checkpoints
+
+        present = {key for key, _ in continuation_checkpoints(settings.run_dir)}
+        self.seen.append((config_key, budget_epochs, present))
+        if budget_epochs < settings.max_epochs:
+            path = continuation_checkpoint(settings.run_dir, config_key, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        return super().__call__(settings, values, budget_epochs, seed, config_key)
+
+
+def test_continuations_live_while_hyperband_may_promote_them(tmp_path):
+    trial = ContinuationWritingTrial()
+    DSNNSearch(make_settings(tmp_path / "run", trials=20), trial_function=trial).run()
+    last_budget: dict[str, int] = {}
+    promoted = 0
+    for key, budget, present in trial.seen:
+        # promoted to the next stage (eta 3): the continuation it left one stage lower is still there
+        if last_budget.get(key, 0) * 3 == budget:
+            assert key in present
+            promoted += 1
+        last_budget[key] = budget
+    assert promoted >= 2
+    # configurations that successive halving dropped lost their continuations before the last trial
+    written = {key for key, budget in last_budget.items() if budget < 9}
+    assert written - trial.seen[-1][2]
+    assert not list((tmp_path / "run" / "checkpoints").glob("continue-*"))  # and all of them at the end
