@@ -89,8 +89,12 @@ def common_reference(results: list[Any]) -> Any:
     return reference_point_for(list(results[0].objectives), baseline)
 
 
-def search_in_tempdir(**settings: Any) -> tuple[Any, float]:
-    """Run one search in a throw-away run directory; return its SearchResult and wall seconds."""
+def search_in_tempdir(*, facade_class: Any = None, **settings: Any) -> tuple[Any, float]:
+    """Run one search in a throw-away run directory; return its SearchResult and wall seconds.
+
+    ``facade_class`` (a subclass of the optimiser's ``greenshift.search.facades`` class) builds a variant
+    of SMAC's side of the search.
+    """
     import shutil
     import tempfile
 
@@ -99,7 +103,8 @@ def search_in_tempdir(**settings: Any) -> tuple[Any, float]:
     out = tempfile.mkdtemp(prefix="gs-bench-")
     try:
         start = time.perf_counter()
-        result = DSNNSearch(SearchSettings(dataset="digits", out=out, device="cpu", **settings)).run()
+        search_settings = SearchSettings(dataset="digits", out=out, device="cpu", **settings)
+        result = DSNNSearch(search_settings, facade_class=facade_class).run()
         return result, time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -5,7 +5,8 @@ budget (small CNN on digits, 1 to 9 epochs, eta 3). Per seed and variant the scr
 hypervolume and the budget fraction at which the variant reaches ``random``'s final hypervolume,
 then how many seeds each variant ends above greenshift's setting. docs/search.md quotes it.
 
-Variants (the first is greenshift's setting, every other changes one or two of its settings):
+Variants (the first is greenshift's setting, every other changes one or two of its settings, each a
+subclass of greenshift's ``SmacFacade`` that overrides one part):
 
 * ``greenshift``: 1000 random challengers, 5 local searches of up to 5 plateau steps per acquisition
   optimisation, the modelled energy priced before training (``greenshift.search.known_energy``) and
@@ -23,45 +24,54 @@ Variants (the first is greenshift's setting, every other changes one or two of i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-from collections.abc import Iterator
-from unittest import mock
+from typing import Any
 
 from common import budget_limited_search, common_reference, hypervolume_at, hypervolume_curve, write_result
+from greenshift.search.acquisition import acquisition_maximizer
+from greenshift.search.facades import SearchFacade, SmacFacade
 from search_efficiency import fraction_to_reach
 
-VARIANTS = ("greenshift", "energy_learned", "smac_initial_design", "plateau_10", "local_searches_10")
+
+class EnergyLearned(SmacFacade):
+    """The forest learns the ParEGO scalarisation of all objectives, energy included."""
+
+    uses_known_objectives = False
 
 
-@contextlib.contextmanager
-def variant_settings(name: str) -> Iterator[None]:
-    """greenshift's SMAC wiring with the settings of ``name`` changed."""
-    from greenshift.search import DSNNSearch, smac_runner
+class SmacInitialDesign(SmacFacade):
+    """SMAC's initial design (a quarter of the trials) although the energy is priced in advance."""
 
-    maximizer = smac_runner.acquisition_maximizer
-    acquisition = {
-        "plateau_10": {"n_steps_plateau_walk": 10},
-        "local_searches_10": {"n_steps_plateau_walk": 10, "local_search_iterations": 10},
-    }.get(name, {})
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(
-            mock.patch.object(
-                smac_runner, "acquisition_maximizer", lambda scenario: maximizer(scenario, **acquisition)
-            )
-        )
-        if name == "energy_learned":
-            stack.enter_context(
-                mock.patch.object(DSNNSearch, "get_known_objectives", lambda self, trial_settings: None)
-            )
-        if name == "smac_initial_design":
-            stack.enter_context(mock.patch.object(smac_runner, "first_bracket_configs", lambda *args: None))
-        yield
+    def get_initial_design(self) -> Any:
+        return self.smac_facade.get_initial_design(self.scenario)
 
 
-def run(optimizer: str, seed: int, budget: int) -> object:
-    """One search; returns its SearchResult."""
-    return budget_limited_search(optimizer=optimizer, seed=seed, budget=budget)
+class Plateau10(SmacFacade):
+    """Local searches of up to 10 plateau steps."""
+
+    def get_acquisition_maximizer(self) -> Any:
+        return acquisition_maximizer(self.scenario, n_steps_plateau_walk=10)
+
+
+class LocalSearches10(SmacFacade):
+    """SMAC's 10 local searches of up to 10 plateau steps."""
+
+    def get_acquisition_maximizer(self) -> Any:
+        return acquisition_maximizer(self.scenario, n_steps_plateau_walk=10, local_search_iterations=10)
+
+
+VARIANTS: dict[str, type[SearchFacade]] = {
+    "greenshift": SmacFacade,
+    "energy_learned": EnergyLearned,
+    "smac_initial_design": SmacInitialDesign,
+    "plateau_10": Plateau10,
+    "local_searches_10": LocalSearches10,
+}
+
+
+def run(optimizer: str, seed: int, budget: int, facade_class: type[SearchFacade] | None = None) -> object:
+    """One search, by ``facade_class`` when given; returns its SearchResult."""
+    return budget_limited_search(optimizer=optimizer, seed=seed, budget=budget, facade_class=facade_class)
 
 
 def main() -> None:
@@ -81,8 +91,7 @@ def main() -> None:
     for seed in range(seeds):
         results = {"random": run("random", seed, budget)}
         for name in names:
-            with variant_settings(name):
-                results[name] = run("smac", seed, budget)
+            results[name] = run("smac", seed, budget, VARIANTS[name])
         reference = common_reference(list(results.values()))
         target = hypervolume_at(hypervolume_curve(results["random"], reference), budget)
         for name in names:

@@ -273,11 +273,10 @@ def test_search_settings_precedence_flags_file_preset(tmp_path):
 
 def test_cli_defaults_and_choices_match_the_library():
     from greenshift.objectives import METER_NAMES, OBJECTIVES
-    from greenshift.search import SearchSettings
+    from greenshift.search import SEARCH_OPTIMIZERS, SearchSettings
     from greenshift.search.settings import KEEP_MODELS
-    from greenshift.search.smac_runner import OPTIMIZERS
 
-    assert tuple(OPTIMIZERS) == cli.SEARCH_OPTIMIZERS
+    assert tuple(SEARCH_OPTIMIZERS) == cli.SEARCH_OPTIMIZERS
     assert tuple(KEEP_MODELS) == cli.KEEP_MODELS
     assert tuple(METER_NAMES) == cli.METERS
     assert tuple(OBJECTIVES) == cli.OBJECTIVE_NAMES

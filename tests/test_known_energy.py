@@ -13,6 +13,7 @@ from greenshift.errors import ConfigError
 from greenshift.models import get_model
 from greenshift.objectives import count_ops, energy_with_shift_settings_j, model_energy_j
 from greenshift.search import DSNNSearch, SearchSettings, build_space
+from greenshift.search.facades import make_facade
 from greenshift.search.known_energy import (
     ENERGY_FIELDS,
     ConfigurationEnergy,
@@ -21,7 +22,8 @@ from greenshift.search.known_energy import (
     known_objective_indices,
     scalarised_moments,
 )
-from greenshift.search.smac_runner import PreferenceParEGO, make_facade, make_scenario
+from greenshift.search.parego import PreferenceParEGO
+from greenshift.search.scenario import make_scenario
 from greenshift.search.space import config_from_values
 from greenshift.shift import count_shiftable_layers
 from greenshift.testing import SyntheticTrial
@@ -201,7 +203,7 @@ def test_surrogate_prefers_the_cheaper_of_two_configurations_the_forest_cannot_t
 
 def _scenario_args(tmp_path, optimizer):
     return dict(
-        optimizer=optimizer,
+        multi_fidelity=optimizer == "smac",
         objectives=["loss", "energy_model_j"],
         output_directory=tmp_path / "smac",
         seed=0,
@@ -303,7 +305,7 @@ def test_only_greenshifts_own_trials_in_a_model_based_search_price_energy_in_adv
 def test_first_bracket_configs_is_the_size_of_smacs_first_hyperband_bracket():
     from smac.intensifier.successive_halving import SuccessiveHalving
 
-    from greenshift.search.smac_runner import first_bracket_configs
+    from greenshift.search.hyperband import first_bracket_configs
 
     for low, high, eta in [(1, 9, 3), (1, 27, 3), (2, 54, 3), (1, 8, 2), (1, 3, 3), (4, 4, 3)]:
         s_max = SuccessiveHalving._get_max_iterations(eta, high, low)

@@ -100,13 +100,14 @@ def test_dask_runner_runs_identical_trials_as_separate_tasks(tmp_path, local_das
     from ConfigSpace import ConfigurationSpace, Float
     from smac.runhistory import TrialInfo
 
-    from greenshift.search.smac_runner import make_runner, make_scenario
+    from greenshift.search.runners import make_runner
+    from greenshift.search.scenario import make_scenario
 
     space = ConfigurationSpace(seed=0)
     space.add(Float("x", (0.0, 1.0)))
     scenario = make_scenario(
         space,
-        optimizer="random",
+        multi_fidelity=False,
         objectives=["loss"],
         output_directory=tmp_path / "smac",
         seed=0,

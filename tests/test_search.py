@@ -17,7 +17,8 @@ import pytest
 
 from greenshift.errors import ConfigError, StoreError
 from greenshift.search import DSNNSearch, SearchSettings, build_space
-from greenshift.search.facade import FINAL_STATUSES, budget_to_epochs
+from greenshift.search.facade import FINAL_STATUSES
+from greenshift.search.runners import budget_to_epochs
 from greenshift.store import RunStore, TrialStatus
 from greenshift.testing import SyntheticTrial, WorkerKillingTrial
 
@@ -351,7 +352,7 @@ def test_ctrl_c_stops_after_the_running_trial_and_records_everything(tmp_path):
 def test_hyperband_iteration_matches_smacs_brackets():
     from smac.intensifier.successive_halving import SuccessiveHalving
 
-    from greenshift.search.smac_runner import hyperband_iteration
+    from greenshift.search.hyperband import hyperband_iteration
 
     for low, high, eta in [(1, 9, 3), (1, 27, 3), (2, 54, 3), (1, 8, 2), (1, 3, 3), (4, 4, 3)]:
         s_max = SuccessiveHalving._get_max_iterations(eta, high, low)
@@ -373,13 +374,13 @@ def test_hyperband_iteration_matches_smacs_brackets():
 
 
 def test_the_initial_design_is_sized_by_the_trials_the_epoch_budget_affords(tmp_path):
-    from greenshift.search.smac_runner import affordable_trials
+    from greenshift.search.scenario import affordable_trials
 
     common = dict(min_epochs=1, max_epochs=9, eta=3, continue_promoted=True)
-    assert affordable_trials(10_000, None, optimizer="smac", **common) == 10_000
-    assert affordable_trials(10_000, 270, optimizer="smac", **common) == 86  # 270 / (69 / 22)
-    assert affordable_trials(50, 270, optimizer="smac", **common) == 50
-    assert affordable_trials(10_000, 270, optimizer="random", **common) == 30
+    assert affordable_trials(10_000, None, multi_fidelity=True, **common) == 10_000
+    assert affordable_trials(10_000, 270, multi_fidelity=True, **common) == 86  # 270 / (69 / 22)
+    assert affordable_trials(50, 270, multi_fidelity=True, **common) == 50
+    assert affordable_trials(10_000, 270, multi_fidelity=False, **common) == 30
     # a huge --trials with an epoch budget no longer keeps SMAC in its random initial design
     run(tmp_path / "run", trials=10_000, max_total_epochs=90)
     assert RunStore.open(tmp_path / "run").get_state("scenario_trials") == 28
@@ -416,7 +417,7 @@ def test_serial_forest_predicts_exactly_what_smacs_forest_predicts(tmp_path):
     from smac import Scenario
     from smac.model.random_forest import RandomForest
 
-    from greenshift.search.smac_runner import SerialRandomForest, single_thread_forest
+    from greenshift.search.forest import SerialRandomForest, single_thread_forest
 
     space, _ = build_space(3)
     scenario = Scenario(space, output_directory=tmp_path / "smac", seed=3, deterministic=True)
@@ -440,12 +441,14 @@ def test_serial_forest_predicts_exactly_what_smacs_forest_predicts(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["smac", "smac-bo"])
 def test_acquisition_optimisation_uses_the_measured_settings(tmp_path, optimizer):
-    from greenshift.search.smac_runner import SerialRandomForest, make_facade, make_scenario
+    from greenshift.search.facades import make_facade
+    from greenshift.search.forest import SerialRandomForest
+    from greenshift.search.scenario import make_scenario
 
     space, _ = build_space(3)
     scenario = make_scenario(
         space,
-        optimizer=optimizer,
+        multi_fidelity=optimizer == "smac",
         objectives=["loss", "energy_model_j"],
         output_directory=tmp_path / "smac",
         seed=0,

@@ -1,7 +1,8 @@
 """Multi-fidelity multi-objective search of DSNN configurations with SMAC3.
 
 ``greenshift.search(...)`` runs a search from Python and returns a :class:`SearchResult`;
-``greenshift.search.DSNNSearch`` is the facade behind it, whose parts can be replaced.
+``greenshift.search.DSNNSearch`` is the facade behind it, whose parts can be replaced; SMAC's side of
+it is built by the classes of :mod:`greenshift.search.facades`, one per name in :data:`SEARCH_OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import types
 from typing import Any
 
 from greenshift.search.facade import DSNNSearch, SearchResult, pareto_records
-from greenshift.search.settings import SearchSettings
+from greenshift.search.facades import SEARCH_OPTIMIZERS
 from greenshift.search.progress import NullProgress, RichProgress, SearchProgress, SearchStats
+from greenshift.search.settings import SearchSettings
 from greenshift.search.space import build_space, config_from_values, default_space
 from greenshift.search.trial import TrialSettings, run_trial
 
@@ -39,6 +41,7 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
+    "SEARCH_OPTIMIZERS",
     "DSNNSearch",
     "NullProgress",
     "RichProgress",

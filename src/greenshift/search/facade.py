@@ -1,7 +1,8 @@
-"""The search facade: one object that wires space, SMAC, runners, store and progress.
+"""The search: one object that wires space, SMAC, runners, store and progress.
 
 Like SMAC's own facades, every part is built by a small overridable ``get_*`` method and can be
-injected (``trial_function``, ``dask_client``, ``progress``). The run store is the source of truth:
+injected (``trial_function``, ``dask_client``, ``progress``, ``facade_class``: the SMAC side, see
+:mod:`greenshift.search.facades`). The run store is the source of truth:
 SMAC's optimiser state is rebuilt on resume by replaying the same seeded ask/tell sequence, in which
 every trial already completed is answered from the store instead of being run again. That makes a
 resume exact after any kill, even one that cut SMAC's own files short, and never trips over trials
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import threading
 import time
 import warnings
@@ -27,17 +27,22 @@ import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
 from greenshift.fileio import jsonable
-from greenshift.search.isolation import IsolatedTrial, close_trial_processes
+from greenshift.search import cluster
+from greenshift.search.facades import SearchFacade, facade_for
+from greenshift.search.hyperband import bracket_configurations
+from greenshift.search.interrupt import graceful_ctrl_c
+from greenshift.search.isolation import IsolatedTrial
 from greenshift.search.known_energy import ConfigurationEnergy, known_objective_indices
 from greenshift.search.progress import NullProgress, SearchProgress, SearchStats
-from greenshift.search.settings import SearchSettings
-from greenshift.search.smac_runner import (
-    affordable_trials,
+from greenshift.search.runners import (
+    SmacTarget,
+    budget_to_epochs,
     configuration_values,
-    make_facade,
     make_runner,
-    make_scenario,
+    plain_values,
 )
+from greenshift.search.scenario import affordable_trials, make_scenario
+from greenshift.search.settings import SearchSettings
 from greenshift.search.space import baseline_configuration, build_space, outside_space, space_to_json
 from greenshift.search.trial import (
     CRASHED,
@@ -45,10 +50,10 @@ from greenshift.search.trial import (
     TIMEOUT,
     TrialSettings,
     dataset_shape,
-    prepare_worker,
     run_trial,
 )
 from greenshift.store import RunStore, TrialRecord, TrialStatus, WriterLock, config_key
+from greenshift.store.checkpoints import continuation_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -90,29 +95,6 @@ def pareto_records(
     return [r for r, keep in zip(candidates, mask, strict=True) if keep]
 
 
-class SmacTarget:
-    """The target function SMAC's runners call: one trial through ``trial_function``."""
-
-    def __init__(self, settings: TrialSettings, trial_function: Callable[..., dict[str, Any]]):
-        self.settings = settings
-        self.trial_function = trial_function
-
-    def __call__(self, config: Any, seed: int = 0, budget: float | None = None) -> tuple[list[float], dict]:
-        """Run one trial; costs of failed trials are replaced by the search before SMAC sees them."""
-        values = configuration_values(config)
-        epochs = budget_to_epochs(budget, self.settings.max_epochs)
-        outcome = self.trial_function(self.settings, values, epochs, int(seed), config_key(values))
-        costs = [float(outcome["objectives"].get(name, 0.0)) for name in self.settings.objectives]
-        return costs, {"greenshift": outcome}
-
-
-def budget_to_epochs(budget: float | None, max_epochs: int) -> int:
-    """SMAC's real-valued budget as whole epochs (at least 1); no budget means the maximum."""
-    if budget is None:
-        return max_epochs
-    return max(1, min(max_epochs, round(budget)))
-
-
 @dataclass
 class _Pending:
     trial_id: int
@@ -122,7 +104,12 @@ class _Pending:
 
 
 class DSNNSearch:
-    """Multi-fidelity multi-objective search of DSNN configurations, resumable by run directory."""
+    """Multi-fidelity multi-objective search of DSNN configurations, resumable by run directory.
+
+    ``facade_class`` builds SMAC's side of the search: by default the registered facade of
+    ``settings.optimizer`` (:func:`~greenshift.search.facades.facade_for`); a subclass of it changes
+    one part (see :mod:`greenshift.search.facades`).
+    """
 
     def __init__(
         self,
@@ -131,8 +118,10 @@ class DSNNSearch:
         trial_function: Callable[..., dict[str, Any]] = run_trial,
         dask_client: Any | None = None,
         progress: SearchProgress | None = None,
+        facade_class: type[SearchFacade] | None = None,
     ):
         self.settings = settings
+        self.facade_class = _checked_facade_class(facade_class, settings.optimizer)
         self.trial_function = trial_function
         self._dask_client = dask_client
         self._own_cluster: Any | None = None
@@ -194,38 +183,10 @@ class DSNNSearch:
 
     def get_dask_client(self) -> Any | None:
         """A client for ``--scheduler``, a local cluster for ``--workers N > 1``, or None (in process)."""
-        if self._dask_client is not None:
-            return self._dask_client
-        s = self.settings
-        if not s.scheduler and s.workers <= 1:
-            return None
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ConfigError("parallel search needs Dask: pip install 'greenshift[dask]'") from None
-        if s.scheduler:
-            try:
-                self._dask_client = Client(s.scheduler, timeout="10s")
-            except OSError as exc:
-                raise ConfigError(f"cannot reach the Dask scheduler at {s.scheduler}: {exc}") from None
-            return self._dask_client
-        import dask
-
-        # Dask's nanny exports MALLOC_TRIM_THRESHOLD_ to its workers; setting it at all switches off
-        # glibc's adaptive mmap threshold, so every large tensor is mmapped and page-faulted afresh,
-        # which made trials twice as slow as in process (bench/dask_scaling.py). None leaves it out.
-        # The workers' statistical profiler only feeds the dashboard, which greenshift does not start;
-        # its thread takes the GIL every 10 ms, and with every core busy each handover waits for the
-        # operating system to schedule a thread: 2 workers finished 24 trials 7 % sooner without it.
-        own_cluster_config = {
-            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-            "distributed.worker.profile.enabled": False,
-        }
-        with dask.config.set(own_cluster_config):
-            self._own_cluster = LocalCluster(
-                n_workers=s.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        if self._dask_client is None:
+            self._dask_client, self._own_cluster = cluster.connect(
+                self.settings.scheduler, self.settings.workers
             )
-        self._dask_client = Client(self._own_cluster)
         return self._dask_client
 
     def get_trial_settings(self, fixed_extra: Mapping[str, Any]) -> TrialSettings:
@@ -278,13 +239,13 @@ class DSNNSearch:
     ) -> Callable[[Mapping[str, Any], int], Any] | None:
         """The objectives SMAC can take as known instead of learning them (see :mod:`.known_energy`).
 
-        None for random search, when fewer than all objectives but one are known before training, when
-        the data set cannot be read (its trials then record why), and for a custom trial function, whose
-        objectives need not be greenshift's.
+        None when the facade does not use them (random search), when fewer than all objectives but one
+        are known before training, when the data set cannot be read (its trials then record why), and for
+        a custom trial function, whose objectives need not be greenshift's.
         """
         s = self.settings
         if (
-            s.optimizer == "random"
+            not self.facade_class.uses_known_objectives
             or self.trial_function is not run_trial
             or known_objective_indices(s.objectives) is None
         ):
@@ -303,6 +264,17 @@ class DSNNSearch:
             fixed_extra=trial_settings.fixed_extra,
         )
         return lambda columns, count: energy.of_columns(columns, count)[:, None]
+
+    def get_facade(self, scenario: Any, trial_settings: TrialSettings) -> Any:
+        """SMAC's facade for ``scenario``, built by :attr:`facade_class` from its parts."""
+        s = self.settings
+        return self.facade_class(
+            scenario,
+            eta=s.eta,
+            objective_weights=s.objective_weights,
+            verbose=s.verbose,
+            known_objectives=self.get_known_objectives(trial_settings),
+        ).build()
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -327,8 +299,8 @@ class DSNNSearch:
             info={
                 "greenshift_version": greenshift.__version__,
                 "settings": jsonable(dataclasses.asdict(s)),
-                # SMAC iterates over sets of configurations, so a run repeats exactly (and a resume replays
-                # exactly) only under the same hash seed; the CLI fixes it, library users can set it.
+                # Runs repeat whatever the hash seed since the search orders SMAC's local searches itself
+                # (greenshift.search.acquisition); recorded because earlier runs depended on it.
                 "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
             },
             force_new=s.force_new,
@@ -339,18 +311,17 @@ class DSNNSearch:
         baseline_outside = outside_space(space, baseline)
         # The report reads it from here: the baseline is evaluated as it is, even outside the space.
         store.set_state("baseline_outside", baseline_outside)
-        previous_handler = self._install_sigint_handler()
         try:
-            store.remove_stale_temporaries()
-            store.interrupt_running()
-            stop_reason = self._optimize(store, space, fixed_extra)
-            self._cleanup_checkpoints(store)
-            records = store.trials()
+            with graceful_ctrl_c(self._first_ctrl_c, lambda: self.stop_requested):
+                store.remove_stale_temporaries()
+                store.interrupt_running()
+                stop_reason = self._optimize(store, space, fixed_extra)
+                self._cleanup_checkpoints(store)
+                records = store.trials()
         except KeyboardInterrupt:
             store.interrupt_running()
             raise
         finally:
-            self._restore_sigint_handler(previous_handler)
             self._close_trial_processes()
             self._close_cluster()
             store.close()
@@ -374,13 +345,18 @@ class DSNNSearch:
         """Whether :meth:`request_stop` was called (the first Ctrl-C calls it)."""
         return self._stop_requested.is_set()
 
+    def _first_ctrl_c(self) -> None:
+        self.request_stop()
+        self.progress.note("stopping after the running trials (Ctrl-C again to abandon them)")
+
     def _optimize(self, store: RunStore, space: Any, fixed_extra: Mapping[str, Any]) -> str:
         from smac.runhistory import TrialInfo
 
         s = self.settings
+        multi_fidelity = self.facade_class.multi_fidelity
         scenario = make_scenario(
             space,
-            optimizer=s.optimizer,
+            multi_fidelity=multi_fidelity,
             objectives=s.objectives,
             output_directory=Path(s.out) / "smac",
             seed=s.seed,
@@ -392,7 +368,7 @@ class DSNNSearch:
                     affordable_trials(
                         s.trials,
                         s.max_total_epochs,
-                        optimizer=s.optimizer,
+                        multi_fidelity=multi_fidelity,
                         min_epochs=s.min_epochs,
                         max_epochs=s.max_epochs,
                         eta=s.eta,
@@ -409,22 +385,15 @@ class DSNNSearch:
         trial_settings = self.get_trial_settings(fixed_extra)
         trial_function = self.get_trial_runner(store)
         if isinstance(trial_function, IsolatedTrial):
-            _prepare_trial_processes(client, trial_function, trial_settings)
+            cluster.start_trial_processes(client, trial_function, trial_settings)
         elif self.trial_function is run_trial:
-            _prepare_workers(client, trial_settings)
-        smac = make_facade(
-            scenario,
-            optimizer=s.optimizer,
-            eta=s.eta,
-            objective_weights=s.objective_weights,
-            verbose=s.verbose,
-            known_objectives=self.get_known_objectives(trial_settings),
-        )
+            cluster.prepare_workers(client, trial_settings)
+        smac = self.get_facade(scenario, trial_settings)
         target = SmacTarget(trial_settings, trial_function)
         runner = make_runner(scenario, target, client)
-        capacity = _worker_capacity(runner, s.workers)
+        capacity = cluster.worker_slots(client)
         if isinstance(trial_function, IsolatedTrial):
-            _wait_for_trial_processes(client, trial_function, trial_settings)
+            cluster.wait_for_trial_processes(client, trial_function, trial_settings)
         started = time.time()
         self.progress.start(self._stats(store, started))
 
@@ -432,7 +401,7 @@ class DSNNSearch:
         default_values = configuration_values(default_config)
         if not self._default_done(store):
             info = TrialInfo(
-                config=default_config, seed=s.seed, budget=None if s.optimizer != "smac" else s.max_epochs
+                config=default_config, seed=s.seed, budget=s.max_epochs if multi_fidelity else None
             )
             self._submit(store, runner, info, default_values, is_default=True)
 
@@ -566,25 +535,19 @@ class DSNNSearch:
 
     def _drop_dead_continuations(self, store: RunStore, smac: Any) -> None:
         """Delete training states of configurations that Hyperband can no longer promote."""
-        tracker = getattr(smac.intensifier, "_tracker", None)
-        if tracker is None:
+        promotable = bracket_configurations(smac.intensifier)
+        if promotable is None:
             return
         alive = {p.key[0] for p in self._pending}
-        for pairs in tracker.values():
-            for _seed, configs in pairs:
-                alive.update(config_key(configuration_values(c)) for c in configs)
-        folder = Path(self.settings.out) / "checkpoints"
-        for path in folder.glob("continue-*.pt") if folder.is_dir() else []:
-            key = path.name.removeprefix("continue-").rsplit("-s", 1)[0]
+        alive.update(config_key(plain_values(values)) for values in promotable)
+        for key, path in continuation_checkpoints(self.settings.out):
             if key not in alive:
                 path.unlink(missing_ok=True)
 
     def _cleanup_checkpoints(self, store: RunStore) -> None:
         """Bounded disk use: no continuation states after a search; models kept per --keep-models."""
-        folder = Path(self.settings.out) / "checkpoints"
-        if folder.is_dir():
-            for path in folder.glob("continue-*.pt"):
-                path.unlink(missing_ok=True)
+        for _key, path in continuation_checkpoints(self.settings.out):
+            path.unlink(missing_ok=True)
         if self.settings.keep_models != "pareto":
             return
         records = store.trials()
@@ -623,42 +586,34 @@ class DSNNSearch:
             self._front_summary = (key, len(front), _progress_hypervolume(front, default, s.objectives))
         return self._front_summary[1], self._front_summary[2]
 
-    def _install_sigint_handler(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            if self._stop_requested.is_set():
-                raise KeyboardInterrupt
-            self.request_stop()
-            self.progress.note("stopping after the running trials (Ctrl-C again to abandon them)")
-
-        return signal.signal(signal.SIGINT, on_sigint)
-
-    @staticmethod
-    def _restore_sigint_handler(previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
     def _close_trial_processes(self) -> None:
         """Stop the trial processes: this process's, and those on the workers of a cluster we keep."""
         if self._isolated is None:
             return
         self._isolated.close()
         if self._dask_client is not None and self._own_cluster is None:
-            try:
-                self._dask_client.run(close_trial_processes)
-            except Exception as exc:  # a worker that is gone has no trial process left either
-                logger.debug("closing the trial processes on the workers failed: %s", exc)
+            cluster.close_worker_trial_processes(self._dask_client)
         self._isolated = None
 
     def _close_cluster(self) -> None:
         if self._own_cluster is not None:
-            if self._dask_client is not None:
-                self._dask_client.close()
-            self._own_cluster.close()
+            cluster.close(self._dask_client, self._own_cluster)
             self._own_cluster = None
             self._dask_client = None
+
+
+def _checked_facade_class(cls: type[SearchFacade] | None, optimizer: str) -> type[SearchFacade]:
+    """``cls``, or the registered facade of ``optimizer``; ``cls`` must be a facade of that optimiser."""
+    if cls is None:
+        return facade_for(optimizer)
+    if not (isinstance(cls, type) and issubclass(cls, SearchFacade)):
+        raise ConfigError(f"facade_class must be a subclass of SearchFacade, got {cls!r}")
+    if cls.name != optimizer:
+        # The run's identity names the optimiser: a facade of another one would resume the wrong run.
+        raise ConfigError(
+            f"facade_class {cls.__name__} builds the {cls.name!r} optimiser, but optimizer is {optimizer!r}"
+        )
+    return cls
 
 
 def _ask(smac: Any) -> Any:
@@ -673,61 +628,6 @@ def _ask(smac: Any) -> Any:
             "ignore", message="invalid value encountered in scalar divide", category=RuntimeWarning
         )
         return smac.ask()
-
-
-def _prepare_workers(client: Any | None, trial_settings: TrialSettings) -> None:
-    """Import torch and load the data set on every worker at once (in this process without ``client``),
-    before the first trial arrives.
-
-    A failure here is left for the trials to meet and record with their own error.
-    """
-    try:
-        if client is None:
-            prepare_worker(trial_settings)
-        else:
-            client.run(prepare_worker, trial_settings)
-    except Exception as exc:  # the trials meet and report the same problem one by one
-        logger.debug("preparing the workers failed: %s", exc)
-
-
-def _prepare_trial_processes(client: Any | None, trial: IsolatedTrial, trial_settings: TrialSettings) -> None:
-    """Start the trial process of this process (without ``client``) or of every Dask worker now.
-
-    They load torch and the data set while SMAC sets up; a failure is left for the trials to record.
-    """
-    try:
-        if client is None:
-            trial.prepare(trial_settings)
-        else:
-            client.run(trial.prepare, trial_settings)
-    except GreenshiftError:
-        raise  # an unpicklable trial function: the user must change it or the settings
-    except Exception as exc:
-        logger.debug("starting the trial processes failed: %s", exc)
-
-
-def _wait_for_trial_processes(
-    client: Any | None, trial: IsolatedTrial, trial_settings: TrialSettings
-) -> None:
-    """Wait until the trial processes have loaded torch and the data set (they did so while SMAC set up).
-
-    Their loading is start-up, like the imports: without the wait it fell inside the first trial's
-    wall time and made up most of the search's overhead per trial in bench/search_overhead.py.
-    """
-    try:
-        if client is None:
-            trial.wait_ready(trial_settings)
-        else:
-            client.run(trial.wait_ready, trial_settings)
-    except Exception as exc:  # the trials meet a process that did not start and record it
-        logger.debug("waiting for the trial processes failed: %s", exc)
-
-
-def _worker_capacity(runner: Any, workers: int) -> int:
-    client = getattr(runner, "_client", None)
-    if client is None:
-        return 1
-    return max(1, sum(client.nthreads().values()))
 
 
 def _progress_hypervolume(

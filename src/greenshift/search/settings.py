@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenshift.errors import ConfigError
-from greenshift.search.smac_runner import OPTIMIZERS
+from greenshift.search.facades import SEARCH_OPTIMIZERS as OPTIMIZERS
 
 DEFAULT_OBJECTIVES = ("loss", "energy_model_j")
 KEEP_MODELS = ("pareto", "all", "none")
