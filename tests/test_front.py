@@ -17,12 +17,12 @@ from greenshift.store import (
     TrialStatus,
     at_full_budget,
     budget_steps,
-    config_key,
     front_trial_ids,
     hypervolume_at,
     hypervolume_curve,
     run_front,
 )
+from test_report import record as report_record
 
 NAMES = ("loss", "energy_model_j")
 
@@ -38,26 +38,10 @@ def record(
     seed: int = 0,
     metrics: dict[str, Any] | None = None,
 ) -> TrialRecord:
-    """Trial ``n`` finishes at ``10 n`` s, so finish order is trial order."""
-    config = {"label": label}
-    objectives = {name: value for name, value in zip(NAMES, (loss, energy), strict=True) if value is not None}
-    return TrialRecord(
-        trial_id=trial_id,
-        config=config,
-        budget_epochs=float(budget),
-        seed=seed,
-        status=status,
-        objectives=objectives if status is TrialStatus.OK else {},
-        metrics=dict(metrics or {}),
-        error=None,
-        is_default=False,
-        started_at=10.0 * trial_id - 5,
-        finished_at=10.0 * trial_id,
-        duration_s=5.0,
-        worker=None,
-        checkpoint=None,
-        config_key=config_key(config),
-    )
+    """Trial ``n`` of configuration ``label`` starts at ``100 + 10 n`` s and takes 5 s."""
+    values = {name: value for name, value in zip(NAMES, (loss, energy), strict=True) if value is not None}
+    objectives = values if status is TrialStatus.OK else {}
+    return report_record(trial_id, {"label": label}, budget, status, objectives, seed=seed, metrics=metrics)
 
 
 def test_seeds_of_a_configuration_are_one_averaged_point() -> None:

@@ -51,7 +51,7 @@ from greenshift.store.front import (
     run_front,
     usable,
 )
-from greenshift.store.records import FailureGroup, TrialRecord, TrialStatus, failure_groups
+from greenshift.store.records import FAILED_STATUSES, FailureGroup, TrialRecord, TrialStatus, failure_groups
 
 if TYPE_CHECKING:
     from greenshift.report.crosscheck import EnergyCrosscheck
@@ -117,8 +117,7 @@ class ReportData:
     @property
     def n_failed(self) -> int:
         """Trials that crashed, diverged, timed out or were interrupted."""
-        failed = (TrialStatus.CRASHED, TrialStatus.DIVERGED, TrialStatus.TIMEOUT, TrialStatus.INTERRUPTED)
-        return sum(self.status_counts.get(status.value, 0) for status in failed)
+        return sum(self.status_counts.get(status.value, 0) for status in FAILED_STATUSES)
 
     @property
     def total_epochs(self) -> float:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
-from greenshift.fileio import atomic_write_bytes
+from greenshift.fileio import atomic_write_bytes, jsonable
 from greenshift.objectives import MeasureOptions
 from greenshift.objectives.meters import EnergyMeter
 from greenshift.report.crosscheck import (
@@ -233,7 +233,9 @@ class _Cache:
 
     def save(self, crosscheck: EnergyCrosscheck) -> None:
         """Write the cache (and the latest crosscheck, for people reading the file) atomically."""
-        data = {"version": CACHE_VERSION, "measurements": self.measurements, "latest": crosscheck.to_json()}
+        data = jsonable(
+            {"version": CACHE_VERSION, "measurements": self.measurements, "latest": crosscheck.to_json()}
+        )
         # A read-only run directory only costs the next report a re-measurement.
         with contextlib.suppress(OSError):
             atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
@@ -258,16 +260,7 @@ def energy_crosscheck(
     computes all of them with that table. An unknown meter name or bad options raise
     :class:`ConfigError`.
     """
-    return _crosscheck(
-        run_dir,
-        report_data,
-        meter=meter,
-        measure_options=measure_options,
-        device=device,
-        energy_table=energy_table,
-        measure=False,
-        progress=None,
-    )
+    return _crosscheck(run_dir, report_data, meter, measure_options, device, energy_table, measure=False)
 
 
 def remeasure(
@@ -290,49 +283,45 @@ def remeasure(
     are cached in the run directory (:data:`CACHE_PATH`). ``progress`` receives one line per
     measurement. Per-row problems (no kept model, a failed measurement) become the row's ``note``.
     """
-    return _crosscheck(
-        run_dir,
-        report_data,
-        meter=meter,
-        measure_options=measure_options,
-        device=device,
-        energy_table=energy_table,
-        measure=True,
-        progress=progress,
-    )
+    options = (meter, measure_options, device, energy_table)
+    return _crosscheck(run_dir, report_data, *options, measure=True, progress=progress)
+
+
+# add_crosscheck's own argument is called ``remeasure`` (the CLI's flag); this names the function.
+_measure_step = remeasure
 
 
 def add_crosscheck(
-    run_dir: str | Path, report_data: ReportData, *, remeasure: bool = False, **options: Any
+    run_dir: str | Path,
+    report_data: ReportData,
+    *,
+    remeasure: bool = False,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> ReportData:
-    """``report_data`` with its ``crosscheck``: :func:`remeasure` when ``remeasure`` is true, else :func:`energy_crosscheck`.
-
-    ``options`` are their keyword arguments (``progress`` is used only when measuring).
+    """``report_data`` with its ``crosscheck``: from :func:`remeasure` when ``remeasure`` is true, else from
+    :func:`energy_crosscheck` (which measures nothing). ``options`` are their other keyword arguments;
+    ``progress`` is used only when measuring.
     """
-    progress = options.pop("progress", None)
-    measuring = bool(remeasure)
-    check = _crosscheck(
-        run_dir,
-        report_data,
-        measure=measuring,
-        progress=progress if measuring else None,
-        **options,
-    )
+    if remeasure:
+        check = _measure_step(run_dir, report_data, progress=progress, **options)
+    else:
+        check = energy_crosscheck(run_dir, report_data, **options)
     return replace(report_data, crosscheck=check)
 
 
 def _crosscheck(
     run_dir: str | Path,
     report_data: ReportData,
+    meter: str | EnergyMeter,
+    measure_options: MeasureOptions | Mapping[str, Any] | None,
+    device: str | None,
+    energy_table: Any,
     *,
-    meter: str | EnergyMeter = "auto",
-    measure_options: MeasureOptions | Mapping[str, Any] | None = None,
-    device: str | None = None,
-    energy_table: Any = None,
     measure: bool,
-    progress: Callable[[str], None] | None,
+    progress: Callable[[str], None] | None = None,
 ) -> EnergyCrosscheck:
-    """The crosscheck of :func:`energy_crosscheck`; with ``measure``, what :func:`remeasure` does."""
+    """The crosscheck of :func:`energy_crosscheck`; with ``measure``, :func:`remeasure`'s."""
     from greenshift.objectives.meters import METER_NAMES
     from greenshift.store import RunStore
 
