@@ -573,3 +573,25 @@ def test_layout_names_every_file_of_a_run_and_the_store_uses_it(tmp_path: Path) 
     continuation.write_bytes(b"state")
     (layout.checkpoints / "notes.txt").write_text("not a checkpoint")
     assert layout.continuation_checkpoints() == [continuation]
+
+
+def test_kept_models_round_trip_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    import torch
+
+    from greenshift.config import DSNNConfig
+    from greenshift.store import RunLayout, load_trial_model, save_trial_model
+    from greenshift.train import build_model
+
+    config = DSNNConfig()
+    model = build_model(config, "tiny_cnn", 3, 1)
+    path = RunLayout(tmp_path).model_checkpoint("k", 0, 3)
+    fields = {"backbone": "tiny_cnn", "dataset": "toy", "budget_epochs": 3, "seed": 0}
+    save_trial_model(path, model, config=config.to_dict(), objectives={"loss": 0.5}, **fields)
+    loaded = load_trial_model(path, num_classes=3, in_channels=1, config=config, backbone="tiny_cnn")
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(StoreError, match="another configuration"):
+        load_trial_model(path, num_classes=3, in_channels=1, config=config.replace(weight_bits=3))
+    path.write_bytes(b"not a model")
+    with pytest.raises(StoreError, match="unreadable"):
+        load_trial_model(path, num_classes=3, in_channels=1)

@@ -21,7 +21,7 @@ from greenshift.store.front import (
     hypervolume_curve,
     run_front,
 )
-from greenshift.store.kept_models import load_trial_model
+from greenshift.store.kept_models import load_trial_model, save_trial_model
 from greenshift.store.layout import RunLayout, continuation_key
 from greenshift.store.lock import WriterLock, lock_holder
 from greenshift.store.records import (
@@ -63,4 +63,5 @@ __all__ = [
     "load_trial_model",
     "lock_holder",
     "run_front",
+    "save_trial_model",
 ]

@@ -1,18 +1,45 @@
-"""Trained models a search kept in the run directory (``--keep-models``): reading them back.
+"""Trained models a search kept in the run directory (``--keep-models``): the file format, both ways.
 
-The search writes them (``greenshift.search.trial``) as a ``torch.save`` of a dict with ``state_dict``,
-``config``, ``backbone``, ``dataset``, ``budget_epochs``, ``seed`` and ``objectives``, at
-:meth:`greenshift.store.layout.RunLayout.model_checkpoint`; report and export read them here, without
+A kept model is a ``torch.save`` of a dict with ``state_dict`` (CPU tensors), ``config``, ``backbone``,
+``dataset``, ``budget_epochs``, ``seed`` and ``objectives``, written atomically at
+:meth:`greenshift.store.layout.RunLayout.model_checkpoint` by :func:`save_trial_model` and read back
+(weights only, never a pickle) by :func:`load_trial_model`. Report and export read them here, without
 the search.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from greenshift.config import DSNNConfig
 from greenshift.errors import StoreError
+from greenshift.fileio import atomic_torch_save
+
+
+def save_trial_model(
+    path: str | Path,
+    model: Any,
+    *,
+    config: Mapping[str, Any],
+    backbone: str,
+    dataset: str,
+    budget_epochs: int,
+    seed: int,
+    objectives: Mapping[str, float],
+) -> Path:
+    """Keep the trained ``model`` of a trial at ``path`` (atomically), in the format :func:`load_trial_model` reads."""
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": dict(config),
+        "backbone": backbone,
+        "dataset": dataset,
+        "budget_epochs": budget_epochs,
+        "seed": seed,
+        "objectives": dict(objectives),
+    }
+    return atomic_torch_save(payload, path)
 
 
 def load_trial_model(
