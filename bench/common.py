@@ -51,29 +51,19 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def hypervolume_curve(result: Any, reference: Any) -> list[tuple[float, float]]:
-    """(cumulative epochs, hypervolume of the max-budget front so far) in the order trials finished."""
-    from greenshift.objectives.pareto import hypervolume_over_budget
-    from greenshift.store import TrialStatus
+def hypervolume_curve(result: Any, reference: Any) -> tuple[Any, ...]:
+    """The run's hypervolume over consumed epochs (``greenshift.store`` BudgetSteps), by the report's rules."""
+    from greenshift.store import budget_steps
+    from greenshift.store import hypervolume_curve as curve_of
 
-    records = []
-    spent = 0.0
-    for trial in sorted(result.completed, key=lambda t: t.finished_at or 0.0):
-        spent += float(trial.metrics.get("epochs_trained", trial.budget_epochs))
-        usable = trial.status == TrialStatus.OK and trial.budget_epochs >= result.max_epochs
-        point = [trial.objectives[name] for name in result.objectives] if usable else None
-        records.append((spent, point))
-    return hypervolume_over_budget(records, reference)
+    return curve_of(budget_steps(result.trials, result.objectives, result.max_epochs), reference)
 
 
-def hypervolume_at(curve: list[tuple[float, float]], budget: float) -> float:
+def hypervolume_at(curve: Any, budget: float) -> float:
     """Hypervolume reached once ``budget`` epochs were consumed (0 before the first point)."""
-    value = 0.0
-    for spent, hv in curve:
-        if spent > budget:
-            break
-        value = hv
-    return value
+    from greenshift.store import hypervolume_at as at
+
+    return at(curve, budget)
 
 
 def common_reference(results: list[Any]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+from collections.abc import Sequence
 
 from common import (
     RESULTS,
@@ -23,6 +24,7 @@ from common import (
     hypervolume_curve,
     write_result,
 )
+from greenshift.store import BudgetStep
 
 OPTIMIZERS = ("smac", "smac-bo", "random")
 FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
@@ -35,11 +37,11 @@ def run_one(optimizer: str, seed: int, budget: int, backbone: str, max_epochs: i
     )
 
 
-def fraction_to_reach(curve: list[tuple[float, float]], target: float, budget: float) -> float | None:
+def fraction_to_reach(curve: Sequence[BudgetStep], target: float, budget: float) -> float | None:
     """Smallest budget fraction at which ``curve`` reaches ``target`` (None if never)."""
-    for spent, hv in curve:
-        if hv >= target and target > 0:
-            return spent / budget
+    for step in curve:
+        if step.hypervolume >= target and target > 0:
+            return step.epochs / budget
     return None
 
 
@@ -54,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = 2 if args.quick else args.seeds
     budget = 27 if args.quick else args.budget
-    curves: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in OPTIMIZERS}
+    curves: dict[str, list[Sequence[BudgetStep]]] = {name: [] for name in OPTIMIZERS}
     reach: list[float | None] = []
     for seed in range(seeds):
         runs = {name: run_one(name, seed, budget, args.backbone, args.max_epochs) for name in OPTIMIZERS}
@@ -110,7 +112,7 @@ def main() -> None:
     print(f"written {path} and {figure}")
 
 
-def plot(curves: dict[str, list[list[tuple[float, float]]]], budget: int, backbone: str):
+def plot(curves: dict[str, list[Sequence[BudgetStep]]], budget: int, backbone: str):
     """Median hypervolume over consumed epochs per optimiser, with the min-max band."""
     import matplotlib
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from greenshift.errors import ConfigError
 from greenshift.objectives.pareto import (
     hypervolume,
-    hypervolume_over_budget,
     knee_point,
     non_dominated_mask,
     normalize,
@@ -235,30 +234,3 @@ def test_knee_edge_cases() -> None:
 @given(int_points(3, 15).filter(lambda p: len(p) > 0))
 def test_knee_is_on_the_front(points: np.ndarray) -> None:
     assert brute_mask(points)[knee_point(points)]
-
-
-# ---------------------------------------------------------------- hypervolume over budget
-
-
-def test_hypervolume_over_budget() -> None:
-    ref = [1.0, 1.0]
-    records = [(1.0, None), (3.0, [0.5, 0.5]), (6.0, [0.9, 0.9]), (7.0, None), (10.0, [0.25, 0.75])]
-    curve = hypervolume_over_budget(records, ref)
-    assert [b for b, _ in curve] == [1.0, 3.0, 6.0, 7.0, 10.0]
-    assert [h for _, h in curve] == pytest.approx([0.0, 0.25, 0.25, 0.25, 0.25 + 0.25 * 0.25])
-    assert hypervolume_over_budget([], ref) == []
-
-
-def test_hypervolume_over_budget_rejects_decreasing_budget() -> None:
-    with pytest.raises(ConfigError, match="non-decreasing"):
-        hypervolume_over_budget([(2.0, None), (1.0, None)], [1.0, 1.0])
-
-
-@given(int_points(2, 12))
-def test_hypervolume_over_budget_is_monotone_and_matches_final(points: np.ndarray) -> None:
-    ref = np.array([7.0, 7.0])
-    curve = hypervolume_over_budget([(float(i), p) for i, p in enumerate(points)], ref)
-    values = [h for _, h in curve]
-    assert values == sorted(values)
-    if len(points):
-        assert values[-1] == pytest.approx(brute_hv_2d(points, ref))

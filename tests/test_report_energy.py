@@ -16,7 +16,15 @@ import torch
 
 from greenshift.config import DSNNConfig
 from greenshift.objectives import FakeMeter, default_energy_table, profile_model
-from greenshift.report import energy_crosscheck, load_report, report_json, trust_statistics, write_report
+from greenshift.report import (
+    add_crosscheck,
+    energy_crosscheck,
+    load_report,
+    remeasure,
+    report_json,
+    trust_statistics,
+    write_report,
+)
 from greenshift.report.energy import CACHE_PATH, NO_KEPT_MODEL
 from greenshift.store import RunStore, TrialStatus
 from greenshift.train import build_model
@@ -176,7 +184,7 @@ def test_equal_modelled_values_have_no_ranking_but_a_scale() -> None:
 def test_rows_remeasure_kept_models_and_say_when_there_is_none(run) -> None:
     meter = fake_meter()
     report = load_report(run)
-    check = energy_crosscheck(run, report, meter=meter, measure_options=FAST)
+    check = remeasure(run, report, meter=meter, measure_options=FAST)
     assert [r.trial_id for r in check.rows] == [1, 2, 3, 4]
     assert [r.is_default for r in check.rows] == [True, False, False, False]
     assert all(r.on_front for r in check.rows)
@@ -199,11 +207,11 @@ def test_rows_remeasure_kept_models_and_say_when_there_is_none(run) -> None:
 
 def test_the_cache_is_reused_until_a_kept_model_changes(run) -> None:
     report = load_report(run)
-    first = energy_crosscheck(run, report, meter=fake_meter(), measure_options=FAST)
+    first = remeasure(run, report, meter=fake_meter(), measure_options=FAST)
     assert (run / CACHE_PATH).is_file()
 
     meter = fake_meter()
-    second = energy_crosscheck(run, report, meter=meter, measure_options=FAST)
+    second = remeasure(run, report, meter=meter, measure_options=FAST)
     assert meter.readings == 0, "a cached crosscheck must not measure"
     assert second.reused == 3 and second.measured_now == 0
     assert [r.energy_measured_j for r in second.rows] == [r.energy_measured_j for r in first.rows]
@@ -213,17 +221,21 @@ def test_the_cache_is_reused_until_a_kept_model_changes(run) -> None:
     kept = run / first.rows[1].checkpoint
     stat = kept.stat()
     os.utime(kept, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    third = energy_crosscheck(run, report, meter=meter, measure_options=FAST)
+    third = remeasure(run, report, meter=meter, measure_options=FAST)
     assert third.measured_now == 1 and third.reused == 2 and meter.readings > 0
     # Other measurement options are another measurement.
-    other = energy_crosscheck(run, report, meter=fake_meter(), measure_options={**FAST, "max_repeats": 4})
+    other = remeasure(run, report, meter=fake_meter(), measure_options={**FAST, "max_repeats": 4})
     assert other.measured_now == 3
 
 
-def test_remeasure_off_uses_only_the_run_and_the_cache(run) -> None:
+def test_loading_and_crosschecking_measure_nothing(run) -> None:
+    """Measuring is an explicit step (remeasure): loading a report or crosschecking it never measures."""
     meter = fake_meter()
-    check = energy_crosscheck(run, load_report(run), meter=meter, measure_options=FAST, remeasure=False)
-    assert meter.readings == 0
+    report = load_report(run)
+    assert report.crosscheck is None
+    check = energy_crosscheck(run, report, meter=meter, measure_options=FAST)
+    assert add_crosscheck(run, report, meter=meter, measure_options=FAST).crosscheck == check
+    assert meter.readings == 0 and not (run / CACHE_PATH).exists()
     assert all(r.energy_measured_j is None for r in check.rows)
     assert "not measured yet" in check.rows[0].note and "--remeasure" in check.rows[0].note
     assert check.trust.n == 0 and check.trust.statement.startswith("Cannot be judged")
@@ -233,14 +245,14 @@ def test_a_deleted_kept_model_is_named(run) -> None:
     report = load_report(run)
     kept = run / "checkpoints" / "model-2.pt"
     kept.unlink()
-    check = energy_crosscheck(run, report, meter=fake_meter(), measure_options=FAST)
+    check = remeasure(run, report, meter=fake_meter(), measure_options=FAST)
     assert "missing" in check.rows[1].note and check.rows[1].energy_measured_j is None
 
 
 def test_modelled_energy_is_computed_from_the_configuration(tmp_path, cache_env) -> None:
     run = make_run(tmp_path / "run", ["loss", "size_bits"])
     meter = fake_meter()
-    check = energy_crosscheck(run, load_report(run), meter=meter, measure_options=FAST, remeasure=False)
+    check = energy_crosscheck(run, load_report(run), meter=meter, measure_options=FAST)
     for row, config in zip(check.rows, CONFIGS, strict=True):
         assert row.model_source == "computed from the configuration"
         assert row.energy_model_j == pytest.approx(modelled(config), rel=1e-12)
@@ -264,7 +276,7 @@ def test_measured_values_of_the_run_are_used_and_fallbacks_remeasured(tmp_path, 
         fallback="codecarbon meter unavailable: not installed",
     )
     meter = fake_meter()
-    check = energy_crosscheck(run, load_report(run), meter=meter, measure_options=FAST)
+    check = remeasure(run, load_report(run), meter=meter, measure_options=FAST)
     first, second = check.rows[0], check.rows[1]
     assert first.measured_source == "run" and first.energy_measured_j == pytest.approx(4e-3)
     assert first.meter == "codecarbon" and first.measured_spread["rse"] == 0.03
@@ -286,7 +298,7 @@ def test_unknown_meter_is_a_config_error(run) -> None:
 
 
 def test_report_json_html_and_figure_carry_the_crosscheck(run) -> None:
-    report = load_report(run, crosscheck={"meter": fake_meter(), "measure_options": FAST})
+    report = add_crosscheck(run, load_report(run), remeasure=True, meter=fake_meter(), measure_options=FAST)
     assert report.crosscheck is not None
     data = report_json(report)
     json.dumps(data, allow_nan=False)
@@ -338,7 +350,7 @@ def test_crosscheck_of_a_real_search(tmp_path, cache_env) -> None:
     )
     result = DSNNSearch(settings).run()
     report = load_report(result.run_dir)
-    check = energy_crosscheck(result.run_dir, report, meter=fake_meter(), measure_options=FAST)
+    check = remeasure(result.run_dir, report, meter=fake_meter(), measure_options=FAST)
     kept = {t.trial_id for t in result.trials if t.checkpoint}
     assert check.rows and check.measured_now == len(check.rows)
     assert {r.trial_id for r in check.rows} <= kept  # --keep-models pareto keeps front and default
@@ -365,7 +377,7 @@ def test_screenshot_script_says_how_to_install_chromium(tmp_path) -> None:
 def test_chromium_renders_the_report_into_a_non_blank_png(run) -> None:
     from PIL import Image
 
-    report = load_report(run, crosscheck={"meter": fake_meter(), "measure_options": FAST})
+    report = add_crosscheck(run, load_report(run), remeasure=True, meter=fake_meter(), measure_options=FAST)
     write_report(report, run)
     out = run / "shot.png"
     done = subprocess.run(
@@ -395,7 +407,6 @@ def test_a_given_energy_table_replaces_the_run_s_modelled_values(run, tmp_path) 
         load_report(run),
         meter=fake_meter(),
         measure_options=FAST,
-        remeasure=False,
         energy_table=str(path),
     )
     for row, config in zip(check.rows, CONFIGS, strict=True):

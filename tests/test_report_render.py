@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from greenshift.report import build_report, compare_runs, report_json, write_comparison, write_report
-from greenshift.report.render import objective_label
+from greenshift.report.format import objective_label
 from greenshift.store.records import TrialStatus
 from test_report import NAMES, cfg, lo, record, synthetic_records
 
@@ -165,3 +165,21 @@ def test_html_renders_headless(written, tmp_path) -> None:
         timeout=50,
     )
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_number_formats() -> None:
+    from greenshift.report.format import number_text, objective_label, objective_text, percent_text, si
+
+    assert si(2.5e-6, "J") == "2.5 µJ" and si(0, "J") == "0 J" and si(3e-18, "J") == "3e-18 J"
+    assert objective_text("loss", 0.123456) == "0.1235"
+    assert objective_text("energy_model_j", 1.5e-3) == "1.5 mJ"
+    assert objective_text("emissions_measured_kg", 2e-6) == "2 mg"
+    assert objective_text("latency_ms", 12.345678) == "12.35 ms"
+    assert objective_text("size_bits", 1234567.0) == "1,234,567"
+    assert objective_text("loss", float("nan")) == "—" and objective_text("loss", None, missing="-") == "-"
+    assert number_text(1 / 3) == "0.3333" and number_text(None) == "—" and number_text(7) == "7"
+    assert percent_text(-12.34) == "-12.3 %" and percent_text(None, missing="-") == "-"
+    assert (
+        objective_label("energy_model_j") == "energy model [J]"
+        and objective_label("latency_ms") == "latency [ms]"
+    )

@@ -537,3 +537,61 @@ def test_killed_writer_leaves_only_complete_transactions(store: RunStore) -> Non
                 assert t.objectives == {} and t.metrics == {} and t.finished_at is None
         assert s.interrupt_running() == [t.trial_id for t in running]
         assert s.start_trial(CONFIG, 1, 0) == len(trials) + 1
+
+
+# -- the run directory's layout -----------------------------------------------------------------
+
+
+def test_layout_names_every_file_of_a_run_and_the_store_uses_it(tmp_path: Path) -> None:
+    from greenshift.store import RunLayout, WriterLock, continuation_key
+    from greenshift.store.layout import REPORT_FILES
+
+    layout = RunLayout(tmp_path)
+    store = RunStore.create(tmp_path, identity={"a": 1})
+    try:
+        assert store.db_path == layout.db and layout.db.is_file()
+        assert store.checkpoint_dir == layout.checkpoints
+        assert (
+            store.checkpoint_path(7)
+            == layout.trial_checkpoint(7)
+            == tmp_path / "checkpoints" / "trial-000007.pt"
+        )
+    finally:
+        store.close()
+    assert WriterLock(tmp_path).path == layout.lock == tmp_path / "writer.lock"
+    assert layout.smac == tmp_path / "smac"
+    assert layout.crosscheck_cache == tmp_path / "report" / "energy_crosscheck.json"
+    assert layout.report_files()["html"] == tmp_path / "report.html" and set(layout.report_files()) == set(
+        REPORT_FILES
+    )
+    assert layout.model_checkpoint("abc", 2, 9).name == "model-abc-s2-e9.pt"
+    continuation = layout.continuation_checkpoint("0f3a-s1x", 12)
+    assert continuation.name == "continue-0f3a-s1x-s12.pt"
+    assert continuation_key(continuation) == "0f3a-s1x"
+    assert continuation_key("model-abc-s2-e9.pt") is None and continuation_key("continue-x.pt") is None
+    assert layout.continuation_checkpoints() == []
+    continuation.write_bytes(b"state")
+    (layout.checkpoints / "notes.txt").write_text("not a checkpoint")
+    assert layout.continuation_checkpoints() == [continuation]
+
+
+def test_kept_models_round_trip_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    import torch
+
+    from greenshift.config import DSNNConfig
+    from greenshift.store import RunLayout, load_trial_model, save_trial_model
+    from greenshift.train import build_model
+
+    config = DSNNConfig()
+    model = build_model(config, "tiny_cnn", 3, 1)
+    path = RunLayout(tmp_path).model_checkpoint("k", 0, 3)
+    fields = {"backbone": "tiny_cnn", "dataset": "toy", "budget_epochs": 3, "seed": 0}
+    save_trial_model(path, model, config=config.to_dict(), objectives={"loss": 0.5}, **fields)
+    loaded = load_trial_model(path, num_classes=3, in_channels=1, config=config, backbone="tiny_cnn")
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(StoreError, match="another configuration"):
+        load_trial_model(path, num_classes=3, in_channels=1, config=config.replace(weight_bits=3))
+    path.write_bytes(b"not a model")
+    with pytest.raises(StoreError, match="unreadable"):
+        load_trial_model(path, num_classes=3, in_channels=1)

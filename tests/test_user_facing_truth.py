@@ -369,13 +369,14 @@ def test_report_measures_energy_only_when_asked(crashing_run, capsys, tmp_path, 
     import greenshift.report as report_package
 
     seen = []
-    real = report_package.load_report
+    real = report_package.add_crosscheck
 
-    def spy(run_dir, *, crosscheck=False, **kwargs):
-        seen.append(crosscheck)
-        return real(run_dir, **kwargs)
+    def spy(run_dir, report, *, remeasure=False, **kwargs):
+        seen.append({"remeasure": remeasure})
+        return real(run_dir, report, remeasure=remeasure, **kwargs)
 
-    monkeypatch.setattr(report_package, "load_report", spy)
+    # load_report only reads; the crosscheck measures only with --remeasure.
+    monkeypatch.setattr(report_package, "add_crosscheck", spy)
     run, _ = crashing_run
     assert run_cli(capsys, "report", str(run), "--out", str(tmp_path / "a"))[0] == 0
     assert run_cli(capsys, "report", str(run), "--out", str(tmp_path / "b"), "--remeasure")[0] == 0

@@ -1514,7 +1514,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``greenshift report``: write the report files and print the headline figures."""
-    from greenshift.report import load_report, report_json, write_report
+    from greenshift.report import add_crosscheck, load_report, report_json, write_report
 
     crosscheck: bool | dict[str, Any] = False
     if not args.no_crosscheck:
@@ -1523,7 +1523,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         crosscheck = {"meter": args.meter, "remeasure": args.remeasure, "progress": progress}
         if args.energy_table:
             crosscheck["energy_table"] = args.energy_table
-    report = load_report(args.run_dir, crosscheck=crosscheck)
+    report = load_report(args.run_dir)
+    report = add_crosscheck(args.run_dir, report, **crosscheck) if crosscheck else report
     paths = write_report(report, args.out or args.run_dir)
     if args.open:
         import webbrowser

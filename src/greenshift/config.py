@@ -102,6 +102,17 @@ class DSNNConfig:
         return DSNNConfig.from_dict({**self.to_dict(), **changes})
 
 
+def config_from_values(values: Mapping[str, Any], fixed_extra: Mapping[str, Any] | None = None) -> DSNNConfig:
+    """Turn a sampled or stored configuration (inactive hyperparameters absent) into a :class:`DSNNConfig`.
+
+    ``fixed_extra`` holds the values every trial of a run shares (``--set``); NumPy scalars become plain
+    Python values.
+    """
+    merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
+    merged.update(fixed_extra or {})
+    return DSNNConfig.from_dict(merged)
+
+
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     """Parse ``["key=value", ...]`` (the CLI's ``--set``) into a dict of raw strings.
 

@@ -8,12 +8,11 @@ from typing import Any
 
 from torch import nn
 
-from greenshift.config import DSNNConfig
+from greenshift.config import DSNNConfig, config_from_values
 from greenshift.data import Dataset, load_dataset
 from greenshift.errors import ExportError, GreenshiftError, StoreError
 from greenshift.export.format import ExportInfo, export_model
-from greenshift.search.trial import load_trial_model
-from greenshift.store import RunStore, TrialRecord, TrialStatus
+from greenshift.store import RunStore, TrialRecord, TrialStatus, load_trial_model
 from greenshift.train import train
 
 _LISTED = 20
@@ -105,9 +104,6 @@ def export_trial(
     finally:
         store.close()
     backbone = identity["backbone"]
-    # Imported here: the search package pulls in SMAC, which loading or evaluating exports never needs.
-    from greenshift.search.space import config_from_values
-
     try:
         config = config_from_values(record.config, identity.get("fixed") or {})
     except GreenshiftError as exc:

@@ -181,35 +181,3 @@ def knee_point(points: npt.ArrayLike) -> int:
     # Rounding keeps floating-point noise from breaking exact ties.
     order = np.lexsort((front, array[front, 0], np.round(scores, 12)))
     return int(front[order[0]])
-
-
-def hypervolume_over_budget(
-    records: Sequence[tuple[float, npt.ArrayLike | None]],
-    reference_point: npt.ArrayLike,
-) -> list[tuple[float, float]]:
-    """Hypervolume of all points seen so far after each ``(cumulative_budget, point)`` record.
-
-    ``point`` may be ``None`` for budget that produced no usable point (a crash, a lower fidelity).
-    Budgets must not decrease. Returns one ``(budget, hypervolume)`` pair per record.
-    """
-    ref = np.asarray(reference_point, dtype=float).reshape(-1)
-    curve: list[tuple[float, float]] = []
-    seen: list[np.ndarray] = []
-    previous = -math.inf
-    current = 0.0
-    for budget, point in records:
-        budget = float(budget)
-        if not math.isfinite(budget) or budget < previous:
-            raise ConfigError(
-                f"cumulative budgets must be finite and non-decreasing, got {budget} after {previous}"
-            )
-        previous = budget
-        if point is not None:
-            vector = as_points(point, n_objectives=ref.size)[0]
-            seen.append(vector)
-            # Only keep the front: the hypervolume depends on nothing else and it keeps the sets small.
-            stacked = np.vstack(seen)
-            seen = list(stacked[non_dominated_mask(stacked)])
-            current = hypervolume(np.vstack(seen), ref)
-        curve.append((budget, current))
-    return curve

@@ -5,9 +5,9 @@ here draws or writes files (see :mod:`greenshift.report.render`).
 
 Rules the numbers follow:
 
-* **Front.** Only ``OK`` trials at the highest budget (``budget_epochs >= max_budget``) with a finite
-  value for every objective take part. Trials of one configuration (same ``config_key``) at that
-  budget — several seeds — are averaged into one point. Configurations with ``OK`` trials only at
+* **Front** and **hypervolume over budget**: :mod:`greenshift.store.front` defines them for every
+  command (:func:`~greenshift.store.front.run_front`: ``OK`` full-budget trials with finite objectives,
+  seeds of one configuration averaged, none dominated). Configurations with usable trials only at
   lower budgets are listed in ``lower_budget`` and never mixed into the front; crashed, diverged,
   timed-out, interrupted and running trials are only counted.
 * **Default.** The average of the ``OK`` max-budget trials flagged ``is_default``; ``None`` when there
@@ -17,11 +17,6 @@ Rules the numbers follow:
   caller-given ``baseline`` (e.g. the all-float model); else on the default configuration's objectives
   (from any budget: inference costs do not depend on how long a model was trained); else ``margin``
   times the worst value seen, which is *not* comparable between runs and flagged so.
-* **Hypervolume over budget.** Finished trials in finish order; after each one the consumed budget is
-  the sum of the epochs of all finished trials so far (lower budgets and failed trials included:
-  ``metrics["epochs_trained"]`` where the search recorded it — a promoted trial that continued from a
-  checkpoint trains only the extra epochs — else the allotted ``budget_epochs``) and the wall time is ``finished_at`` minus the earliest ``started_at``. The
-  hypervolume at that moment is that of the max-budget configurations seen so far.
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,39 +34,30 @@ from greenshift.objectives.pareto import (
     DEFAULT_REFERENCE_MARGIN,
     hypervolume,
     knee_point,
-    pareto_front_indices,
     reference_point_for,
 )
+from greenshift.report.format import LOSS
 from greenshift.report.importance import Importance, compute_importance
 from greenshift.report.improvement import Improvement, compute_improvement
-from greenshift.store.records import FailureGroup, TrialRecord, TrialStatus, failure_groups
+from greenshift.store.front import (
+    BudgetStep,
+    FrontEntry,
+    at_full_budget,
+    average,
+    budget_steps,
+    full_budget_entries,
+    group_by_config,
+    hypervolume_curve,
+    run_front,
+    usable,
+)
+from greenshift.store.records import FAILED_STATUSES, FailureGroup, TrialRecord, TrialStatus, failure_groups
 
 if TYPE_CHECKING:
-    from greenshift.report.energy import EnergyCrosscheck
+    from greenshift.report.crosscheck import EnergyCrosscheck
 
-LOSS = "loss"
-# Relative tolerance when deciding that a trial ran at the full budget (budgets are stored as floats).
-_BUDGET_RTOL = 1e-9
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One configuration's objectives at one budget (several seeds averaged; ``n_trials`` of them).
-
-    ``trial_id`` is the first of the averaged trials.
-    """
-
-    trial_id: int
-    config: dict[str, Any]
-    objectives: dict[str, float]
-    budget_epochs: float
-    config_key: str
-    is_default: bool = False
-    n_trials: int = 1
-
-    def point(self, objective_names: Sequence[str]) -> tuple[float, ...]:
-        """The objective vector in the order of ``objective_names``."""
-        return tuple(float(self.objectives[name]) for name in objective_names)
+#: One configuration's objectives at one budget: the store's front entry (seeds averaged).
+Entry = FrontEntry
 
 
 @dataclass(frozen=True)
@@ -94,27 +80,11 @@ class ReferencePoint:
 
 
 @dataclass(frozen=True)
-class BudgetStep:
-    """The state of the search right after one trial finished.
-
-    ``config_key``/``point`` name the max-budget configuration this trial updated (its running mean
-    over seeds), or are ``None`` when the trial added no point to the front.
-    """
-
-    trial_id: int
-    epochs: float
-    wall_time_s: float
-    hypervolume: float
-    config_key: str | None = None
-    point: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
 class ReportData:
     """Everything a report shows, as plain frozen data (see the module docstring for the rules).
 
     ``crosscheck`` holds modelled next to measured energy of the front and the default
-    (:func:`greenshift.report.energy.energy_crosscheck`), or ``None`` when it was skipped.
+    (:func:`greenshift.report.energy.add_crosscheck`), or ``None`` when none was added.
     """
 
     objective_names: tuple[str, ...]
@@ -147,8 +117,7 @@ class ReportData:
     @property
     def n_failed(self) -> int:
         """Trials that crashed, diverged, timed out or were interrupted."""
-        failed = (TrialStatus.CRASHED, TrialStatus.DIVERGED, TrialStatus.TIMEOUT, TrialStatus.INTERRUPTED)
-        return sum(self.status_counts.get(status.value, 0) for status in failed)
+        return sum(self.status_counts.get(status.value, 0) for status in FAILED_STATUSES)
 
     @property
     def total_epochs(self) -> float:
@@ -191,59 +160,6 @@ def baseline_outside_text(outside: Mapping[str, str]) -> str:
 
 def _status(record: TrialRecord) -> TrialStatus:
     return TrialStatus(record.status)
-
-
-def _has_objectives(record: TrialRecord, objective_names: Sequence[str]) -> bool:
-    values = record.objectives or {}
-    return all(
-        name in values and values[name] is not None and math.isfinite(float(values[name]))
-        for name in objective_names
-    )
-
-
-def _at_max(budget: float, max_budget: float) -> bool:
-    return float(budget) >= max_budget * (1 - _BUDGET_RTOL)
-
-
-def _finish_key(record: TrialRecord) -> tuple[float, int]:
-    # Interrupted trials may lack a finish time: their start time is the best estimate of their place.
-    when = record.finished_at if record.finished_at is not None else record.started_at
-    return (float(when), int(record.trial_id))
-
-
-def _epochs_consumed(record: TrialRecord) -> float:
-    trained = (record.metrics or {}).get("epochs_trained")
-    if isinstance(trained, (int, float)) and not isinstance(trained, bool) and math.isfinite(trained):
-        return max(0.0, float(trained))
-    return float(record.budget_epochs)
-
-
-def _average(records: Sequence[TrialRecord], objective_names: Sequence[str]) -> Entry:
-    first = min(records, key=lambda r: r.trial_id)
-    means = {name: float(np.mean([float(r.objectives[name]) for r in records])) for name in objective_names}
-    return Entry(
-        trial_id=int(first.trial_id),
-        config=dict(first.config),
-        objectives=means,
-        budget_epochs=float(max(r.budget_epochs for r in records)),
-        config_key=str(first.config_key),
-        is_default=any(r.is_default for r in records),
-        n_trials=len(records),
-    )
-
-
-def _group(records: Iterable[TrialRecord]) -> dict[str, list[TrialRecord]]:
-    groups: dict[str, list[TrialRecord]] = {}
-    for record in records:
-        groups.setdefault(str(record.config_key), []).append(record)
-    return groups
-
-
-def _front_of(entries: Sequence[Entry], objective_names: Sequence[str]) -> tuple[Entry, ...]:
-    if not entries:
-        return ()
-    points = np.asarray([e.point(objective_names) for e in entries], dtype=float)
-    return tuple(entries[i] for i in pareto_front_indices(points))
 
 
 def resolve_reference_point(
@@ -292,21 +208,6 @@ def resolve_reference_point(
     return ReferencePoint(worst, rule, comparable=False)
 
 
-def _budget_curve(steps: Sequence[BudgetStep], ref: np.ndarray | None) -> tuple[BudgetStep, ...]:
-    """Recompute each step's hypervolume from the points seen so far (a config's latest mean replaces earlier)."""
-    current: dict[str, tuple[float, ...]] = {}
-    value = 0.0
-    out = []
-    for step in steps:
-        if step.config_key is not None and step.point is not None:
-            current[step.config_key] = step.point
-            value = hypervolume(np.asarray(list(current.values())), ref) if ref is not None else 0.0
-        out.append(
-            BudgetStep(step.trial_id, step.epochs, step.wall_time_s, value, step.config_key, step.point)
-        )
-    return tuple(out)
-
-
 def build_report(
     records: Iterable[TrialRecord],
     *,
@@ -337,30 +238,28 @@ def build_report(
     status_counts = dict(Counter(_status(r).value for r in records))
 
     ok = [r for r in records if _status(r) is TrialStatus.OK]
-    valid = [r for r in ok if _has_objectives(r, names)]
-    incomplete = tuple(sorted(int(r.trial_id) for r in ok if not _has_objectives(r, names)))
-    top = [r for r in valid if _at_max(r.budget_epochs, max_budget)]
-    top_ids = {int(r.trial_id) for r in top}
+    valid = [r for r in ok if usable(r, names)]
+    incomplete = tuple(sorted(int(r.trial_id) for r in ok if not usable(r, names)))
+    top = [r for r in valid if at_full_budget(r.budget_epochs, max_budget)]
 
-    top_groups = _group(top)
-    configs = [_average(group, names) for group in top_groups.values()]
-    configs.sort(key=lambda e: e.trial_id)
-    front = _front_of(configs, names)
+    configs = list(full_budget_entries(records, names, max_budget))
+    front = run_front(records, names, max_budget)
 
-    lower_groups = _group(r for r in valid if str(r.config_key) not in top_groups)
+    top_keys = {e.config_key for e in configs}
+    lower_groups = group_by_config(r for r in valid if str(r.config_key) not in top_keys)
     lower = []
     for group in lower_groups.values():
         highest = max(r.budget_epochs for r in group)
-        lower.append(_average([r for r in group if r.budget_epochs == highest], names))
+        lower.append(average([r for r in group if r.budget_epochs == highest], names))
     lower.sort(key=lambda e: (-e.budget_epochs, e.trial_id))
 
     default_top = [r for r in top if r.is_default]
-    default = _average(default_top, names) if default_top else None
+    default = average(default_top, names) if default_top else None
     default_any = [r for r in valid if r.is_default]
     if default is not None:
         default_objectives: Mapping[str, float] | None = default.objectives
     elif default_any:
-        default_objectives = _average(default_any, names).objectives
+        default_objectives = average(default_any, names).objectives
     else:
         default_objectives = None
 
@@ -376,30 +275,14 @@ def build_report(
     front_points = np.asarray([e.point(names) for e in front], dtype=float).reshape(-1, len(names))
     hv = hypervolume(front_points, ref_vector) if ref_vector is not None else 0.0
 
-    steps = []
-    finished = sorted((r for r in records if _status(r) is not TrialStatus.RUNNING), key=_finish_key)
-    start = min((float(r.started_at) for r in finished), default=0.0)
-    epochs = 0.0
-    sums: dict[str, tuple[int, np.ndarray]] = {}
-    for record in finished:
-        epochs += _epochs_consumed(record)
-        key = point = None
-        if int(record.trial_id) in top_ids:
-            key = str(record.config_key)
-            count, total = sums.get(key, (0, np.zeros(len(names))))
-            total = total + np.asarray([float(record.objectives[n]) for n in names])
-            sums[key] = (count + 1, total)
-            point = tuple((total / (count + 1)).tolist())
-        end = float(record.finished_at) if record.finished_at is not None else float(record.started_at)
-        steps.append(BudgetStep(int(record.trial_id), epochs, max(0.0, end - start), 0.0, key, point))
-    curve = _budget_curve(steps, ref_vector)
+    curve = hypervolume_curve(budget_steps(records, names, max_budget), ref_vector)
 
     knee = front[knee_point(front_points)] if front else None
     improvement = compute_improvement(front, default, names)
     importance = compute_importance(configs, names, space=importance_space, seed=importance_seed)
     trials = tuple(
         sorted(
-            (_average([r], names) for r in valid),
+            (average([r], names) for r in valid),
             key=lambda e: (e.budget_epochs, e.trial_id),
         )
     )
@@ -440,15 +323,12 @@ def _stored_space(identity: Mapping[str, Any]) -> Any:
         return None
 
 
-def load_report(run_dir: Any, *, crosscheck: bool | Mapping[str, Any] = False, **kwargs: Any) -> ReportData:
-    """Open the run directory's store and build its report (other keyword arguments go to :func:`build_report`).
+def load_report(run_dir: Any, **kwargs: Any) -> ReportData:
+    """Open the run directory's store and build its report (keyword arguments go to :func:`build_report`).
 
     Objectives, ``max_epochs`` and the search space (for the importance analysis) come from the run's
-    identity. ``crosscheck`` adds modelled next to measured energy of the front and the default
-    (``report.crosscheck``): ``True`` with the defaults, or a mapping of keyword arguments for
-    :func:`greenshift.report.energy.energy_crosscheck` (``meter``, ``measure_options``, ``remeasure``,
-    ``device``, ``energy_table``, ``progress``). It may measure energy, which takes seconds per
-    model unless cached; ``False`` (the default) skips it.
+    identity. Only reads: the report has no ``crosscheck``; to set measured next to modelled energy,
+    pass it to :func:`greenshift.report.energy.add_crosscheck` (which measures only when asked).
     """
     from greenshift.store import RunStore
 
@@ -465,13 +345,7 @@ def load_report(run_dir: Any, *, crosscheck: bool | Mapping[str, Any] = False, *
     kwargs.setdefault("meta", meta)
     if kwargs.get("importance_space") is None:
         kwargs["importance_space"] = _stored_space(identity)
-    report = build_report(records, objective_names=names, max_budget=max_budget, **kwargs)
-    if crosscheck is False or crosscheck is None:
-        return report
-    from greenshift.report.energy import energy_crosscheck
-
-    options = dict(crosscheck) if isinstance(crosscheck, Mapping) else {}
-    return replace(report, crosscheck=energy_crosscheck(run_dir, report, **options))
+    return build_report(records, objective_names=names, max_budget=max_budget, **kwargs)
 
 
 def compare_runs(
@@ -516,7 +390,7 @@ def compare_runs(
     runs = []
     for name, report in pairs:
         points = np.asarray([e.point(names) for e in report.front], dtype=float).reshape(-1, len(names))
-        curve = _budget_curve(report.hypervolume_over_budget, ref)
+        curve = hypervolume_curve(report.hypervolume_over_budget, ref)
         runs.append(
             RunSummary(
                 name=str(name),

@@ -1,14 +1,16 @@
 """Modelled next to measured energy for the Pareto front and the default, and how far to trust the model.
 
 :func:`energy_crosscheck` gives one :class:`CrosscheckRow` per configuration on the front (plus the
-default configuration when it is not on the front):
+default configuration when it is not on the front) and measures nothing; :func:`remeasure` is the
+explicit step that measures on this machine what is missing and caches it (``report --remeasure``);
+:func:`add_crosscheck` attaches either to a report (``load_report`` itself only reads):
 
 * **Modelled** (``energy_model_j``): the run's value when the run optimised it, else computed from the
   configuration alone: the backbone is built with the configuration's shift conversion and costed by
   the energy model on one input of the data set's shape (no training needed: the model counts
   operations, not weights).
 * **Measured** (``energy_measured_j``): the run's value when the run measured it (and the meter did not
-  fall back to the model), else *re-measured* now from the trial's kept model with the measurement
+  fall back to the model), else *re-measured* by :func:`remeasure` from the trial's kept model with the measurement
   protocol of :mod:`greenshift.objectives.measure` on the validation split. Without a kept model the row
   says so; ``--keep-models pareto`` (the default) keeps the models of the front and the default.
 
@@ -16,12 +18,8 @@ Re-measurements are cached in ``<run_dir>/report/energy_crosscheck.json``, keyed
 model's path, size and modification time, the meter, the device and the measurement options, so a
 second report reuses them instead of measuring again.
 
-:func:`trust_statistics` judges the model against the meter where at least three rows have both
-values: the Spearman rank correlation, and the median relative error after fitting one scale factor
-``k`` (measured ≈ k x modelled; ``log k`` is the mean of ``log measured - log modelled``, the least-squares
-fit in log space). The model counts arithmetic and memory reads of shift hardware at 45 nm; today's
-CPUs and GPUs run simulated shifts as float multiplications, so disagreement is expected
-(docs/energy.md).
+The data types and :func:`trust_statistics` (how far to trust the model) live in
+:mod:`greenshift.report.crosscheck`.
 """
 
 from __future__ import annotations
@@ -30,194 +28,37 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from greenshift.errors import ConfigError, GreenshiftError
-from greenshift.fileio import atomic_write_bytes
+from greenshift.fileio import atomic_write_bytes, jsonable
 from greenshift.objectives import MeasureOptions
 from greenshift.objectives.meters import EnergyMeter
+from greenshift.report.crosscheck import (
+    MIN_PAIRS,
+    CrosscheckRow,
+    EnergyCrosscheck,
+    trust_statistics,
+)
 from greenshift.report.data import Entry, ReportData
+from greenshift.store.front import at_full_budget
+from greenshift.store.layout import CROSSCHECK_CACHE, RunLayout
 from greenshift.store.records import TrialRecord, TrialStatus
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-#: Where the cache lives, relative to the run directory.
-CACHE_PATH = Path("report") / "energy_crosscheck.json"
+#: Where the cache lives, relative to the run directory (named by the store's layout).
+CACHE_PATH = CROSSCHECK_CACHE
 CACHE_VERSION = 1
-#: Fewest rows with both values for which the model is judged.
-MIN_PAIRS = 3
 NO_KEPT_MODEL = "no kept model (run with --keep-models pareto)"
 MODELLED = "energy_model_j"
 MEASURED = "energy_measured_j"
-SIMULATED_SHIFTS = (
-    "On today's CPUs and GPUs shift layers are simulated: they still run float multiplications with "
-    "power-of-two weights, so the measured energy does not fall when layers are shifted while the "
-    "modelled energy does. Disagreement between the two is therefore expected: the model estimates what "
-    "shift hardware would spend, the meter what this machine spends (see docs/energy.md)."
-)
-# Relative tolerance when deciding that a trial ran at the full budget (as in greenshift.report.data).
-_BUDGET_RTOL = 1e-9
-
-
-@dataclass(frozen=True)
-class CrosscheckRow:
-    """Modelled and measured energy per image of one configuration (``None`` where unknown, see ``note``).
-
-    ``model_source`` is ``"run"`` or ``"computed from the configuration"``; ``measured_source`` is
-    ``"run"``, ``"re-measured"`` or ``"re-measured (cached)"``. ``measured_spread`` holds the protocol's
-    ``std_j`` (between readings), ``rse``, ``n`` (readings) and ``converged``.
-    """
-
-    trial_id: int
-    is_default: bool
-    on_front: bool
-    energy_model_j: float | None
-    model_source: str | None
-    energy_measured_j: float | None
-    measured_source: str | None
-    meter: str | None
-    measured_method: str | None
-    measured_spread: dict[str, Any] | None
-    checkpoint: str | None
-    note: str | None
-
-    @property
-    def paired(self) -> bool:
-        """Whether both energies are known positive numbers (only such rows judge the model)."""
-        return all(
-            v is not None and math.isfinite(v) and v > 0
-            for v in (self.energy_model_j, self.energy_measured_j)
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The row as plain JSON values."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TrustStats:
-    """How well the modelled energy predicts the measured one (``None`` where it cannot be judged)."""
-
-    n: int
-    spearman_rho: float | None
-    spearman_p: float | None
-    scale_k: float | None
-    median_relative_error: float | None
-    statement: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The statistics as plain JSON values."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class EnergyCrosscheck:
-    """The rows (front first, then the default when it is not on the front) and the verdict on the model.
-
-    ``measured_now`` and ``reused`` count the rows re-measured in this call and taken from the cache.
-    """
-
-    rows: tuple[CrosscheckRow, ...]
-    trust: TrustStats
-    device: str | None
-    measured_now: int = 0
-    reused: int = 0
-    caveat: str = SIMULATED_SHIFTS
-
-    def to_json(self) -> dict[str, Any]:
-        """The crosscheck as plain JSON values (the ``energy_crosscheck`` key of ``report.json``)."""
-        return {
-            "rows": [row.to_json() for row in self.rows],
-            "trust": self.trust.to_json(),
-            "device": self.device,
-            "measured_now": self.measured_now,
-            "reused": self.reused,
-            "caveat": self.caveat,
-        }
-
-
-# ------------------------------------------------------------------------------------------- the maths
-
-
-def trust_statistics(
-    modelled: Sequence[float], measured: Sequence[float], *, meter: str | None = None
-) -> TrustStats:
-    """Spearman ρ, scale factor ``k`` and median relative error of ``measured`` against ``k x modelled``.
-
-    Pairs where either value is not a positive finite number are ignored; with fewer than
-    :data:`MIN_PAIRS` left nothing is judged and the statement says so. ``meter`` names the meter(s)
-    in the statement.
-    """
-    if len(modelled) != len(measured):
-        raise ConfigError(f"{len(modelled)} modelled but {len(measured)} measured values")
-    x = np.asarray(modelled, dtype=float).reshape(-1)
-    y = np.asarray(measured, dtype=float).reshape(-1)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
-    if n < MIN_PAIRS:
-        statement = (
-            f"Cannot be judged: only {n} configuration{'' if n == 1 else 's'} of the front and the "
-            f"default {'has' if n == 1 else 'have'} both a modelled and a measured energy; at least "
-            f"{MIN_PAIRS} are needed."
-        )
-        return TrustStats(n, None, None, None, None, statement)
-    # Least squares of log y = log k + log x with slope fixed at 1: log k is the mean log ratio.
-    log_k = float(np.mean(np.log(y) - np.log(x)))
-    k = math.exp(log_k)
-    median_error = float(np.median(np.abs(k * x - y) / y))
-    rho = p_value = None
-    if np.ptp(x) > 0 and np.ptp(y) > 0:
-        from scipy.stats import spearmanr
-
-        result = spearmanr(x, y)
-        rho, p_value = float(result.statistic), float(result.pvalue)
-        if not math.isfinite(rho):
-            rho = p_value = None
-        elif not math.isfinite(p_value):
-            p_value = None
-    return TrustStats(n, rho, p_value, k, median_error, _statement(n, rho, k, median_error, meter))
-
-
-def _statement(n: int, rho: float | None, k: float, median_error: float, meter: str | None) -> str:
-    """Plain words for the statistics: what the ranking and the scaled error mean for this run."""
-    by = f"the {meter} meter" if meter else "the meter"
-    if rho is None:
-        ranking = (
-            f"The ranking cannot be compared with {by}: all {n} modelled or all measured values are "
-            "equal (e.g. configurations that differ only in training hyperparameters)."
-        )
-    else:
-        if rho >= 0.8:
-            verdict = "in nearly the same order as the meter"
-        elif rho >= 0.4:
-            verdict = "in roughly the same order as the meter"
-        elif rho > -0.4:
-            verdict = "in an order unrelated to the meter's"
-        else:
-            verdict = "in roughly the opposite order to the meter's"
-        ranking = (
-            f"Spearman ρ = {rho:.2f} between modelled and measured energy ({by}) over these {n} "
-            f"configurations: the model ranks them {verdict} (ρ = 1: same order, 0: unrelated, "
-            "−1: reversed)."
-        )
-        if n < 6:
-            ranking += f" With only {n} configurations ρ is a rough indication."
-    scale = (
-        f"Up to one constant factor k = {k:.3g} (measured ≈ k × modelled, fitted in log space), its "
-        f"median error is {100 * median_error:.0f} %."
-    )
-    hardware = (
-        "Disagreement is expected: on CPUs and GPUs today shifts run as float multiplications, so the "
-        "meter does not see the savings the model counts for shift hardware."
-    )
-    return " ".join((ranking, scale, hardware))
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -293,8 +134,8 @@ class _RunContext:
 
     def modelled_energy(self, entry: Entry) -> float:
         """Modelled energy per image of ``entry``'s configuration, from a freshly built model."""
+        from greenshift.config import config_from_values
         from greenshift.objectives import profile_model
-        from greenshift.search.space import config_from_values
         from greenshift.train import build_model
 
         config = config_from_values(entry.config, self.identity.get("fixed") or {})
@@ -303,17 +144,13 @@ class _RunContext:
         return profile_model(model, self.input_shape(), energy_table=self.energy_table).total_energy_j
 
     def kept_model(self, path: Path) -> nn.Module:
-        """The trained model saved by the search at ``path`` (see ``greenshift.search.trial``)."""
-        from greenshift.search.trial import load_trial_model
+        """The trained model saved by the search at ``path`` (:func:`greenshift.store.load_trial_model`)."""
+        from greenshift.store.kept_models import load_trial_model
 
         data = self.dataset()
         return load_trial_model(
             path, num_classes=data.num_classes, in_channels=data.in_channels, backbone=self.backbone
         )
-
-
-def _at_max(record: TrialRecord, max_budget: float) -> bool:
-    return float(record.budget_epochs) >= max_budget * (1 - _BUDGET_RTOL)
 
 
 def _targets(report: ReportData) -> list[tuple[Entry, bool]]:
@@ -375,7 +212,7 @@ class _Cache:
     """The re-measurements of earlier reports, by trial id, each with the key it is valid for."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / CACHE_PATH
+        self.path = RunLayout(run_dir).crosscheck_cache
         self.measurements: dict[str, Any] = {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -396,7 +233,9 @@ class _Cache:
 
     def save(self, crosscheck: EnergyCrosscheck) -> None:
         """Write the cache (and the latest crosscheck, for people reading the file) atomically."""
-        data = {"version": CACHE_VERSION, "measurements": self.measurements, "latest": crosscheck.to_json()}
+        data = jsonable(
+            {"version": CACHE_VERSION, "measurements": self.measurements, "latest": crosscheck.to_json()}
+        )
         # A read-only run directory only costs the next report a re-measurement.
         with contextlib.suppress(OSError):
             atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
@@ -408,23 +247,81 @@ def energy_crosscheck(
     *,
     meter: str | EnergyMeter = "auto",
     measure_options: MeasureOptions | Mapping[str, Any] | None = None,
-    remeasure: bool = True,
+    device: str | None = None,
+    energy_table: Any = None,
+) -> EnergyCrosscheck:
+    """Modelled next to measured energy for the front and the default of the run in ``run_dir``; measures nothing.
+
+    ``report_data`` is the run's report (:func:`~greenshift.report.load_report`). Measured values are
+    the run's, else an earlier :func:`remeasure`'s from the cache when it is valid for ``meter``,
+    ``measure_options`` and ``device`` (the same arguments :func:`remeasure` takes); a row without one
+    says so in its ``note``. Modelled values are the run's, or computed from the configuration with the
+    run's table where missing; an ``energy_table`` given here (e.g. from ``greenshift calibrate``)
+    computes all of them with that table. An unknown meter name or bad options raise
+    :class:`ConfigError`.
+    """
+    return _crosscheck(run_dir, report_data, meter, measure_options, device, energy_table, measure=False)
+
+
+def remeasure(
+    run_dir: str | Path,
+    report_data: ReportData,
+    *,
+    meter: str | EnergyMeter = "auto",
+    measure_options: MeasureOptions | Mapping[str, Any] | None = None,
     device: str | None = None,
     energy_table: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> EnergyCrosscheck:
-    """Modelled next to measured energy for the front and the default of the run in ``run_dir``.
+    """Measure on this machine the energy of every front and default model that has none yet; cache it.
 
-    ``report_data`` is the run's report (:func:`~greenshift.report.load_report`). Missing measured
-    values are re-measured from kept models with ``meter`` (a name for
+    The explicit hardware step behind ``greenshift report --remeasure`` (seconds to a minute per model).
+    Like :func:`energy_crosscheck`, but a missing measured value (neither the run's nor a valid cached
+    one) is measured from the trial's kept model with ``meter`` (a name for
     :func:`~greenshift.objectives.select_meter` or an :class:`EnergyMeter`) and ``measure_options`` on
-    ``device`` (default: the run's device when this machine has it, else the CPU), unless a valid cached
-    re-measurement exists; ``remeasure=False`` uses only the run's values and the cache. Modelled values
-    are the run's, or computed with the run's table where missing; an ``energy_table`` given here
-    (e.g. from ``greenshift calibrate``) computes all of them with that table. ``progress`` receives one line per
-    re-measurement. Per-row problems (no kept model, a failed measurement) become the row's ``note``;
-    an unknown meter name or bad options raise :class:`ConfigError`.
+    ``device`` (default: the run's device when this machine has it, else the CPU), and the measurements
+    are cached in the run directory (:data:`CACHE_PATH`). ``progress`` receives one line per
+    measurement. Per-row problems (no kept model, a failed measurement) become the row's ``note``.
     """
+    options = (meter, measure_options, device, energy_table)
+    return _crosscheck(run_dir, report_data, *options, measure=True, progress=progress)
+
+
+# add_crosscheck's own argument is called ``remeasure`` (the CLI's flag); this names the function.
+_measure_step = remeasure
+
+
+def add_crosscheck(
+    run_dir: str | Path,
+    report_data: ReportData,
+    *,
+    remeasure: bool = False,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> ReportData:
+    """``report_data`` with its ``crosscheck``: from :func:`remeasure` when ``remeasure`` is true, else from
+    :func:`energy_crosscheck` (which measures nothing). ``options`` are their other keyword arguments;
+    ``progress`` is used only when measuring.
+    """
+    if remeasure:
+        check = _measure_step(run_dir, report_data, progress=progress, **options)
+    else:
+        check = energy_crosscheck(run_dir, report_data, **options)
+    return replace(report_data, crosscheck=check)
+
+
+def _crosscheck(
+    run_dir: str | Path,
+    report_data: ReportData,
+    meter: str | EnergyMeter,
+    measure_options: MeasureOptions | Mapping[str, Any] | None,
+    device: str | None,
+    energy_table: Any,
+    *,
+    measure: bool,
+    progress: Callable[[str], None] | None = None,
+) -> EnergyCrosscheck:
+    """The crosscheck of :func:`energy_crosscheck`; with ``measure``, :func:`remeasure`'s."""
     from greenshift.objectives.meters import METER_NAMES
     from greenshift.store import RunStore
 
@@ -451,7 +348,7 @@ def energy_crosscheck(
                 for r in records
                 if str(r.config_key) == entry.config_key
                 and TrialStatus(r.status) is TrialStatus.OK
-                and _at_max(r, report_data.max_budget)
+                and at_full_budget(r.budget_epochs, report_data.max_budget)
             ),
             key=lambda r: r.trial_id,
         )
@@ -500,7 +397,7 @@ def energy_crosscheck(
                 if cached is not None:
                     measured, measured_source = cached, "re-measured (cached)"
                     reused += 1
-                elif not remeasure:
+                elif not measure:
                     notes.append("not measured yet (greenshift report --remeasure measures it)")
                 else:
                     if progress is not None:
@@ -554,7 +451,8 @@ def energy_crosscheck(
             " below), which blurs the comparison further.",
         )
     result = EnergyCrosscheck(tuple(rows), trust, context.resolved_device, measured_now, reused)
-    cache.save(result)
+    if measure:
+        cache.save(result)
     return result
 
 

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from greenshift.report.data import Comparison, Entry, ReportData, baseline_outside_text
+from greenshift.report.format import number_text, objective_label, percent_text
 from greenshift.report.improvement import Headline
-from greenshift.report.render import objective_label
 
 if TYPE_CHECKING:
-    from greenshift.report.energy import CrosscheckRow, EnergyCrosscheck
+    from greenshift.report.crosscheck import CrosscheckRow, EnergyCrosscheck
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -41,18 +41,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else "—"
-    return str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.1f} %"
-
-
 class _Markup(str):
     """Text that is already escaped HTML (built here from escaped parts); table cells keep it as is."""
 
@@ -61,7 +49,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, _Markup):
         return f"<td>{value}</td>"
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f'<td class="num">{_e(_num(value))}</td>' if numeric else f"<td>{_e(_num(value))}</td>"
+    return (
+        f'<td class="num">{_e(number_text(value))}</td>' if numeric else f"<td>{_e(number_text(value))}</td>"
+    )
 
 
 def _unbroken_flags(text: str) -> _Markup:
@@ -107,7 +97,7 @@ def _entries_table(entries: Sequence[Entry], report: ReportData, *, changes: boo
         flags = " ".join(f for f, on in (("default", e.is_default), ("knee", e.trial_id == knee_id)) if on)
         row: list[Any] = [e.trial_id, e.budget_epochs, *[float(e.objectives[n]) for n in names]]
         if changes:
-            row += [_pct(per.get(e.trial_id, {}).get(n)) for n in names]
+            row += [percent_text(per.get(e.trial_id, {}).get(n)) for n in names]
         row += [flags, *[e.config.get(k, "") for k in keys]]
         rows.append(row)
     return _table(headers, rows)
@@ -117,7 +107,7 @@ def _headline_text(headline: Headline | None, constraint: str) -> str:
     if headline is None:
         return f"none (no configuration {constraint} improves on the default)"
     return (
-        f"{headline.percent_change:+.1f} % ({_num(headline.value)} vs {_num(headline.default_value)}), "
+        f"{headline.percent_change:+.1f} % ({number_text(headline.value)} vs {number_text(headline.default_value)}), "
         f"trial {headline.trial_id}"
     )
 
@@ -130,14 +120,14 @@ def _spread_text(row: CrosscheckRow) -> str:
     if value is None or not isinstance(rse, (int, float)) or not math.isfinite(rse):
         return "—"
     # The standard error of the mean, not the spread of single readings: it is what ± the value means.
-    parts = [f"± {_num(float(rse * value))} J"]
+    parts = [f"± {number_text(float(rse * value))} J"]
     details = [f"RSE {100 * rse:.1f} %"]
     if n:
         details.append(f"{n} readings")
     if spread.get("converged") is False:
         details.append("not converged")
     if isinstance(spread.get("std_between_seeds_j"), (int, float)):
-        details.append(f"± {_num(float(spread['std_between_seeds_j']))} J between seeds")
+        details.append(f"± {number_text(float(spread['std_between_seeds_j']))} J between seeds")
     if details:
         parts.append(f"({', '.join(details)})")
     return " ".join(parts)
@@ -226,7 +216,7 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
         ["hypervolume", report.hypervolume],
         [
             "reference point",
-            ", ".join(f"{n} = {_num(ref.values.get(n))}" for n in report.objective_names),
+            ", ".join(f"{n} = {number_text(ref.values.get(n))}" for n in report.objective_names),
         ],
         ["reference rule", ref.rule],
         ["epochs consumed", report.total_epochs],
@@ -332,7 +322,7 @@ def report_html(report: ReportData, images: Mapping[str, bytes]) -> str:
 
 def comparison_html(comparison: Comparison, rows: Sequence[Mapping[str, Any]], figure: bytes) -> str:
     """The HTML page of a run comparison: the figure and the table (name, final HV, trials, epochs)."""
-    ref = ", ".join(f"{k} = {_num(v)}" for k, v in comparison.reference_point.items())
+    ref = ", ".join(f"{k} = {number_text(v)}" for k, v in comparison.reference_point.items())
     parts = [
         "<h1>greenshift run comparison</h1>",
         f"<p>common reference point: {_e(ref)}</p>",

@@ -41,7 +41,7 @@ import numpy as np
 from greenshift.config import MODELLED_ENERGY_FIELDS, DSNNConfig
 
 if TYPE_CHECKING:
-    from greenshift.report.data import Entry
+    from greenshift.store.front import FrontEntry as Entry
 
 MIN_TRIALS = 10
 #: Objectives that are known functions of a few hyperparameters, and those hyperparameters.

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from greenshift.report.data import Entry
+    from greenshift.store.front import FrontEntry as Entry
 
 LOSS = "loss"
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from greenshift.errors import ConfigError
-from greenshift.objectives.pareto import knee_point, pareto_front_indices
+from greenshift.objectives.pareto import knee_point
 from greenshift.report.data import LOSS, ReportData
+from greenshift.store.front import FrontEntry, front_of
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,24 @@ class Pick:
 
 def _as_candidates(source: ReportData | Sequence[Any]) -> list[tuple[int, dict[str, Any], dict[str, float]]]:
     """(trial_id, config, objectives) of the front of ``source`` (report, entries or mappings)."""
-    items = source.front if isinstance(source, ReportData) else source
-    out = []
-    for item in items:
-        if isinstance(item, Mapping):
-            out.append((int(item["trial_id"]), dict(item.get("config", {})), dict(item["objectives"])))
-        else:
-            out.append((int(item.trial_id), dict(item.config), dict(item.objectives)))
-    if not out:
+    if isinstance(source, ReportData):
+        entries = list(source.front)
+    else:
+        entries = [
+            FrontEntry(int(item["trial_id"]), dict(item.get("config", {})), dict(item["objectives"]), 0.0, "")
+            if isinstance(item, Mapping)
+            else FrontEntry(int(item.trial_id), dict(item.config), dict(item.objectives), 0.0, "")
+            for item in source
+        ]
+    if not entries:
         raise ConfigError("there is no configuration to pick from (no trial finished at the full budget)")
-    names = list(out[0][2])
-    if any(set(o) != set(names) for _, _, o in out):
+    names = list(entries[0].objectives)
+    if any(set(e.objectives) != set(names) for e in entries):
         raise ConfigError("the configurations to pick from do not all have the same objectives")
-    # Plain point lists may hold dominated points; reduce them to their front like the report does.
-    points = np.asarray([[float(o[n]) for n in names] for _, _, o in out], dtype=float)
-    return [out[i] for i in pareto_front_indices(points)]
+    if not isinstance(source, ReportData):
+        # Plain lists may hold dominated points: reduce them to their front by the rule of every front.
+        entries = list(front_of(entries, names))
+    return [(e.trial_id, dict(e.config), dict(e.objectives)) for e in entries]
 
 
 def _energy_name(names: Sequence[str], energy_objective: str | None) -> str:

@@ -24,48 +24,17 @@ from greenshift.report.data import (
     ReportData,
     compare_runs,
 )
+from greenshift.report.format import objective_label
+from greenshift.store.layout import REPORT_FILES
 
 if TYPE_CHECKING:
-    from greenshift.report.energy import EnergyCrosscheck
+    from greenshift.report.crosscheck import EnergyCrosscheck
 
-# Suffix of an objective name -> unit shown on axes and in tables (docs/architecture.md: names carry units).
-_UNITS = {
-    "_j": "J",
-    "_mj": "mJ",
-    "_uj": "µJ",
-    "_kwh": "kWh",
-    "_w": "W",
-    "_ms": "ms",
-    "_s": "s",
-    "_bits": "bits",
-    "_bytes": "bytes",
-    "_mb": "MB",
-    "_kg": "kg",
-}
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
 
 
-def objective_label(name: str) -> str:
-    """Axis label of an objective, with its unit (``energy_model_j`` -> ``energy model [J]``)."""
-    if name == LOSS:
-        return "loss (1 − validation accuracy)"
-    for suffix, unit in sorted(_UNITS.items(), key=lambda kv: -len(kv[0])):
-        if name.endswith(suffix):
-            return f"{name[: -len(suffix)].replace('_', ' ')} [{unit}]"
-    return name.replace("_", " ")
-
-
 def _entry_json(entry: Entry | None) -> dict[str, Any] | None:
-    if entry is None:
-        return None
-    return {
-        "trial_id": entry.trial_id,
-        "config": entry.config,
-        "objectives": entry.objectives,
-        "budget_epochs": entry.budget_epochs,
-        "n_trials": entry.n_trials,
-        "is_default": entry.is_default,
-    }
+    return None if entry is None else entry.to_dict()
 
 
 def _headline_json(headline: Any) -> dict[str, Any] | None:
@@ -335,7 +304,7 @@ def plot_crosscheck(crosscheck: EnergyCrosscheck, path: Path) -> Path | None:
     plt = _pyplot()
     from matplotlib.ticker import NullFormatter
 
-    from greenshift.report.energy import MIN_PAIRS
+    from greenshift.report.crosscheck import MIN_PAIRS
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     xs = [float(row.energy_model_j or 0.0) for row in rows]
@@ -441,24 +410,25 @@ def write_report(report: ReportData, run_dir: str | Path) -> dict[str, Path]:
     ``report.html`` into ``run_dir`` (created if needed); returns their paths by short name.
 
     When ``report.crosscheck`` has rows with both energies, ``energy_crosscheck.png`` is written too
-    (short name ``crosscheck``). To include the crosscheck, build the report with
-    ``load_report(run_dir, crosscheck=True)``.
+    (short name ``crosscheck``). To include the crosscheck, add it to the report first
+    (:func:`greenshift.report.energy.add_crosscheck`). File names: :data:`greenshift.store.layout.REPORT_FILES`.
     """
     from greenshift.report.html import report_html
 
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    files = {name: out / file for name, file in REPORT_FILES.items()}
     paths = {
-        "pareto": plot_pareto(report, out / "pareto.png"),
-        "hypervolume": plot_hypervolume(report, out / "hypervolume.png"),
-        "importance": plot_importance(report, out / "importance.png"),
-        "csv": write_pareto_csv(report, out / "pareto.csv"),
+        "pareto": plot_pareto(report, files["pareto"]),
+        "hypervolume": plot_hypervolume(report, files["hypervolume"]),
+        "importance": plot_importance(report, files["importance"]),
+        "csv": write_pareto_csv(report, files["csv"]),
     }
     if report.crosscheck is not None:
-        figure = plot_crosscheck(report.crosscheck, out / "energy_crosscheck.png")
+        figure = plot_crosscheck(report.crosscheck, files["crosscheck"])
         if figure is not None:
             paths["crosscheck"] = figure
-    json_path = out / "report.json"
+    json_path = files["json"]
     json_path.write_text(json.dumps(report_json(report), indent=2, allow_nan=False), encoding="utf-8")
     paths["json"] = json_path
     images = {
@@ -466,7 +436,7 @@ def write_report(report: ReportData, run_dir: str | Path) -> dict[str, Path]:
         for name in ("pareto", "hypervolume", "importance", "crosscheck")
         if name in paths
     }
-    html_path = out / "report.html"
+    html_path = files["html"]
     html_path.write_text(report_html(report, images), encoding="utf-8")
     paths["html"] = html_path
     return paths

@@ -42,6 +42,7 @@ from greenshift.config import (
     ROUNDINGS,
     SHIFT_TYPES,
     DSNNConfig,
+    config_from_values,
 )
 from greenshift.errors import ConfigError
 
@@ -171,13 +172,6 @@ def outside_space(space: ConfigurationSpace, values: Mapping[str, Any]) -> dict[
         elif isinstance(hp, NumericalHyperparameter) and not hp.lower <= value <= hp.upper:
             outside[name] = f"in [{hp.lower:g}, {hp.upper:g}]"
     return outside
-
-
-def config_from_values(values: Mapping[str, Any], fixed_extra: Mapping[str, Any] | None = None) -> DSNNConfig:
-    """Turn a sampled configuration (inactive hyperparameters absent) into a :class:`DSNNConfig`."""
-    merged = {k: _plain(v) for k, v in values.items()}
-    merged.update(fixed_extra or {})
-    return DSNNConfig.from_dict(merged)
 
 
 def load_space_file(path: str | Path, *, seed: int = 0) -> ConfigurationSpace:

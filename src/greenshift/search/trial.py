@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenshift.errors import GreenshiftError, StoreError
+from greenshift.errors import GreenshiftError
 from greenshift.fileio import atomic_torch_save
 
 #: Outcome statuses of a finished trial (the store's TrialStatus values).
@@ -390,46 +390,6 @@ def _save_model(
         "objectives": objectives,
     }
     atomic_torch_save(payload, path)
-
-
-def load_trial_model(
-    path: str | Path,
-    *,
-    num_classes: int,
-    in_channels: int,
-    config: Any | None = None,
-    backbone: str | None = None,
-) -> Any:
-    """The trained model a search kept at ``path``, in eval mode.
-
-    With ``config``/``backbone`` given, the file must belong to them. A missing, damaged or foreign
-    file is a :class:`StoreError` that says which.
-    """
-    import torch
-
-    from greenshift.config import DSNNConfig
-    from greenshift.train import build_model
-
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, missing: all mean "cannot be used"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StoreError(f"kept model {path} is unreadable ({first})") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-        raise StoreError(f"{path} is not a model kept by a greenshift search")
-    stored = DSNNConfig.from_dict(payload["config"])
-    stored_backbone = str(payload.get("backbone") or backbone)
-    if (config is not None and stored != config) or (backbone is not None and stored_backbone != backbone):
-        raise StoreError(f"kept model {path} belongs to another configuration")
-    model = build_model(stored, stored_backbone, num_classes, in_channels)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise StoreError(
-            f"kept model {path} does not fit its configuration: {str(exc).splitlines()[0]}"
-        ) from None
-    return model.eval()
 
 
 def _plain_details(evaluation: Any) -> dict[str, Any]:

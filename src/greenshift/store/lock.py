@@ -23,8 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from greenshift.errors import StoreError
-
-LOCK_NAME = "writer.lock"
+from greenshift.store.layout import RunLayout
 
 try:
     import fcntl
@@ -35,7 +34,7 @@ except ImportError:  # pragma: no cover - Windows has no flock; one writer is th
 def lock_holder(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """What the lock file says about its last holder (pid, host, started); empty if unreadable."""
     try:
-        data = json.loads((Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8"))
+        data = json.loads(RunLayout(run_dir).lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -51,7 +50,7 @@ class WriterLock:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         """Prepare the lock of ``run_dir`` (nothing is opened until :meth:`acquire`)."""
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
+        self.path = RunLayout(self.run_dir).lock
         self._fd: int | None = None
 
     @property

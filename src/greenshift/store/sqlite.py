@@ -1,12 +1,6 @@
 """The run directory and its SQLite database.
 
-Layout of a run directory::
-
-    run_dir/
-        run.sqlite            settings (identity, info), trials, small state values
-        writer.lock           the one-writer lock of a live search (:mod:`greenshift.store.lock`)
-        checkpoints/          model checkpoints, created when the first one is written
-        previous-<UTC time>/  earlier runs moved aside by ``force_new``
+The run directory's files are named in :mod:`greenshift.store.layout`.
 
 Every path the database holds is relative to the run directory and is resolved through
 :meth:`RunStore.resolve`, which refuses anything that would lead outside it: a crafted or damaged
@@ -39,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import StoreError
-from greenshift.store.lock import LOCK_NAME
+from greenshift.store.layout import ARCHIVE_PREFIX, DB_NAME, LOCK_NAME, RunLayout
 from greenshift.store.records import (
     TrialRecord,
     TrialStatus,
@@ -51,7 +45,6 @@ from greenshift.store.records import (
 )
 
 BUSY_TIMEOUT_S = 60.0
-ARCHIVE_PREFIX = "previous-"
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,10 +119,10 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 def _archive_name(run_dir: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = run_dir / f"{ARCHIVE_PREFIX}{stamp}"
+    target = RunLayout(run_dir).archive(stamp)
     suffix = 1
     while target.exists():  # two force-new runs within one second
-        target = run_dir / f"{ARCHIVE_PREFIX}{stamp}-{suffix}"
+        target = RunLayout(run_dir).archive(f"{stamp}-{suffix}")
         suffix += 1
     return target
 
@@ -180,7 +173,7 @@ class RunStore:
     used from several threads and pickled to other processes (it reconnects there).
     """
 
-    DB_NAME = "run.sqlite"
+    DB_NAME = DB_NAME
     SCHEMA_VERSION = len(MIGRATIONS)
 
     def __init__(self, run_dir: Path, identity: dict[str, Any], info: dict[str, Any]) -> None:
@@ -209,7 +202,7 @@ class RunStore:
     @property
     def checkpoint_dir(self) -> Path:
         """Where checkpoints go; created by :meth:`checkpoint_path` when first needed."""
-        return self.run_dir / "checkpoints"
+        return RunLayout(self.run_dir).checkpoints
 
     @classmethod
     def create(
@@ -634,7 +627,7 @@ class RunStore:
     def checkpoint_path(self, trial_id: int) -> Path:
         """Where the checkpoint of ``trial_id`` should be written (creates the checkpoint folder)."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return self.checkpoint_dir / f"trial-{int(trial_id):06d}.pt"
+        return RunLayout(self.run_dir).trial_checkpoint(trial_id)
 
     def remove_checkpoint(self, trial_id: int) -> None:
         """Delete the trial's checkpoint file (if any) and clear its ``checkpoint`` field."""
