@@ -176,13 +176,13 @@ class ContinuationWritingTrial(SyntheticTrial):
         self.seen: list[tuple[str, int, set[str]]] = []
 
     def __call__(self, settings, values, budget_epochs, seed, config_key):
-        from greenshift.search.trial import continuation_checkpoint
-        from greenshift.store.checkpoints import continuation_checkpoints
+        from greenshift.store import RunLayout, continuation_key
 
-        present = {key for key, _ in continuation_checkpoints(settings.run_dir)}
+        layout = RunLayout(settings.run_dir)
+        present = {continuation_key(path) for path in layout.continuation_checkpoints()}
         self.seen.append((config_key, budget_epochs, present))
         if budget_epochs < settings.max_epochs:
-            path = continuation_checkpoint(settings.run_dir, config_key, seed)
+            path = layout.continuation_checkpoint(config_key, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"")
         return super().__call__(settings, values, budget_epochs, seed, config_key)

@@ -10,7 +10,7 @@ import torch
 
 from greenshift.search import DSNNSearch, SearchSettings
 from greenshift.search.facade import FINAL_STATUSES
-from greenshift.store import TrialStatus
+from greenshift.store import TrialStatus, front_trial_ids
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_real_search_records_objectives_and_keeps_front_models(tmp_path):
         assert len(trial.metrics["val_accuracy_per_epoch"]) == trial.budget_epochs
     # --keep-models pareto: the front (and the default) keep a loadable model, nobody else does
     kept = {t.trial_id for t in result.trials if t.checkpoint}
-    front = {t.trial_id for t in result.pareto}
+    front = front_trial_ids(result.pareto)  # every seed of a front configuration keeps its model
     assert front <= kept
     assert kept <= front | {t.trial_id for t in result.trials if t.is_default}
     for trial in result.trials:

@@ -11,7 +11,7 @@ import sys
 import types
 from typing import Any
 
-from greenshift.search.facade import DSNNSearch, SearchResult, pareto_records
+from greenshift.search.facade import DSNNSearch, SearchResult
 from greenshift.search.facades import SEARCH_OPTIMIZERS
 from greenshift.search.progress import NullProgress, RichProgress, SearchProgress, SearchStats
 from greenshift.search.settings import SearchSettings
@@ -53,7 +53,6 @@ __all__ = [
     "build_space",
     "config_from_values",
     "default_space",
-    "pareto_records",
     "run_search",
     "run_trial",
 ]

@@ -52,8 +52,18 @@ from greenshift.search.trial import (
     dataset_shape,
     run_trial,
 )
-from greenshift.store import RunStore, TrialRecord, TrialStatus, WriterLock, config_key
-from greenshift.store.checkpoints import continuation_checkpoints
+from greenshift.store import (
+    FrontEntry,
+    RunLayout,
+    RunStore,
+    TrialRecord,
+    TrialStatus,
+    WriterLock,
+    config_key,
+    continuation_key,
+    front_trial_ids,
+    run_front,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +78,8 @@ class SearchResult:
     objectives: tuple[str, ...]
     max_epochs: int
     trials: list[TrialRecord]
-    pareto: list[TrialRecord]
+    #: The run's front (:func:`greenshift.store.run_front`: seeds averaged, finite objectives only).
+    pareto: list[FrontEntry]
     default: TrialRecord | None
     stop_reason: str
     #: Hyperparameters of the baseline (the default DSNN configuration) that the searched space cannot
@@ -79,20 +90,6 @@ class SearchResult:
     def completed(self) -> list[TrialRecord]:
         """Trials that finished (any final status)."""
         return [t for t in self.trials if t.status in FINAL_STATUSES]
-
-
-def pareto_records(
-    records: Sequence[TrialRecord], objectives: Sequence[str], max_epochs: int
-) -> list[TrialRecord]:
-    """Non-dominated OK trials at the maximum budget (lower budgets never mix into the front)."""
-    from greenshift.objectives.pareto import non_dominated_mask
-
-    candidates = [r for r in records if r.status == TrialStatus.OK and r.budget_epochs >= max_epochs]
-    if not candidates:
-        return []
-    points = np.array([[r.objectives[name] for name in objectives] for r in candidates], dtype=float)
-    mask = non_dominated_mask(points)
-    return [r for r, keep in zip(candidates, mask, strict=True) if keep]
 
 
 @dataclass
@@ -330,7 +327,7 @@ class DSNNSearch:
             objectives=tuple(s.objectives),
             max_epochs=s.max_epochs,
             trials=records,
-            pareto=pareto_records(records, s.objectives, s.max_epochs),
+            pareto=list(run_front(records, s.objectives, s.max_epochs)),
             default=next((r for r in records if r.is_default and r.status == TrialStatus.OK), None),
             stop_reason=stop_reason,
             baseline_outside=baseline_outside,
@@ -358,7 +355,7 @@ class DSNNSearch:
             space,
             multi_fidelity=multi_fidelity,
             objectives=s.objectives,
-            output_directory=Path(s.out) / "smac",
+            output_directory=RunLayout(s.out).smac,
             seed=s.seed,
             # The initial design's size depends on n_trials: keep the first session's value so that a
             # resumed run with a larger --trials replays the same sequence before it goes further.
@@ -540,20 +537,19 @@ class DSNNSearch:
             return
         alive = {p.key[0] for p in self._pending}
         alive.update(config_key(plain_values(values)) for values in promotable)
-        for key, path in continuation_checkpoints(self.settings.out):
-            if key not in alive:
+        for path in RunLayout(self.settings.out).continuation_checkpoints():
+            if continuation_key(path) not in alive:
                 path.unlink(missing_ok=True)
 
     def _cleanup_checkpoints(self, store: RunStore) -> None:
         """Bounded disk use: no continuation states after a search; models kept per --keep-models."""
-        for _key, path in continuation_checkpoints(self.settings.out):
+        for path in RunLayout(self.settings.out).continuation_checkpoints():
             path.unlink(missing_ok=True)
         if self.settings.keep_models != "pareto":
             return
         records = store.trials()
-        front = {
-            r.trial_id for r in pareto_records(records, self.settings.objectives, self.settings.max_epochs)
-        }
+        # Every seed's model of a front configuration is kept: the front averages them.
+        front = front_trial_ids(run_front(records, self.settings.objectives, self.settings.max_epochs))
         for record in records:
             if record.checkpoint and record.trial_id not in front and not record.is_default:
                 store.remove_checkpoint(record.trial_id)
@@ -581,7 +577,7 @@ class DSNNSearch:
         key = tuple((r.trial_id, r.status) for r in finished)
         if self._front_summary is None or self._front_summary[0] != key:
             s = self.settings
-            front = pareto_records(finished, s.objectives, s.max_epochs)
+            front = run_front(finished, s.objectives, s.max_epochs)
             default = next((r for r in finished if r.is_default and r.status == TrialStatus.OK), None)
             self._front_summary = (key, len(front), _progress_hypervolume(front, default, s.objectives))
         return self._front_summary[1], self._front_summary[2]
@@ -631,7 +627,7 @@ def _ask(smac: Any) -> Any:
 
 
 def _progress_hypervolume(
-    front: Sequence[TrialRecord], default: TrialRecord | None, objectives: Sequence[str]
+    front: Sequence[FrontEntry], default: TrialRecord | None, objectives: Sequence[str]
 ) -> float | None:
     """Hypervolume of the current front against the default-based reference (None before the default)."""
     if default is None or not front:
@@ -643,4 +639,4 @@ def _progress_hypervolume(
     return float(hypervolume(points, reference))
 
 
-__all__ = ["DSNNSearch", "SearchResult", "SearchSettings", "pareto_records"]
+__all__ = ["DSNNSearch", "SearchResult", "SearchSettings"]

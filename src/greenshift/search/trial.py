@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import GreenshiftError
-from greenshift.fileio import atomic_torch_save
+from greenshift.store import RunLayout, save_trial_model
 
 #: Outcome statuses of a finished trial (the store's TrialStatus values).
 OK, CRASHED, DIVERGED, TIMEOUT = "ok", "crashed", "diverged", "timeout"
@@ -88,16 +88,6 @@ class _Epochs:
 
 class TrialTimeout(Exception):
     """Raised inside training when a trial runs past ``--trial-timeout``."""
-
-
-def continuation_checkpoint(run_dir: str | Path, config_key: str, seed: int) -> Path:
-    """Where a configuration's training state is kept between Hyperband promotions."""
-    return Path(run_dir) / "checkpoints" / f"continue-{config_key}-s{seed}.pt"
-
-
-def model_checkpoint(run_dir: str | Path, config_key: str, seed: int, budget_epochs: int) -> Path:
-    """Where the trained model of a trial is kept (``--keep-models``)."""
-    return Path(run_dir) / "checkpoints" / f"model-{config_key}-s{seed}-e{budget_epochs}.pt"
 
 
 _DATASETS: dict[tuple[Any, ...], Any] = {}
@@ -290,7 +280,7 @@ def _train_and_evaluate(
     if settings.continue_promoted:
         # The schedule spans the maximum budget so that b epochs are exactly the first b of the long run.
         schedule_epochs = settings.max_epochs
-        checkpoint_path = continuation_checkpoint(settings.run_dir, config_key, seed)
+        checkpoint_path = RunLayout(settings.run_dir).continuation_checkpoint(config_key, seed)
         already_trained = _checkpoint_epoch(checkpoint_path)
         if 0 < already_trained < budget_epochs:
             resume_from = checkpoint_path
@@ -354,8 +344,17 @@ def _train_and_evaluate(
     if settings.keep_models != "none" and (
         settings.keep_models == "all" or budget_epochs >= settings.max_epochs
     ):
-        path = model_checkpoint(settings.run_dir, config_key, seed, budget_epochs)
-        _save_model(path, result.model, config.to_dict(), settings, budget_epochs, seed, objectives)
+        path = RunLayout(settings.run_dir).model_checkpoint(config_key, seed, budget_epochs)
+        save_trial_model(
+            path,
+            result.model,
+            config=config.to_dict(),
+            backbone=settings.backbone,
+            dataset=settings.dataset,
+            budget_epochs=budget_epochs,
+            seed=seed,
+            objectives=objectives,
+        )
         outcome["checkpoint"] = str(path.relative_to(settings.run_dir))
 
 
@@ -369,27 +368,6 @@ def _checkpoint_epoch(path: Path) -> int:
         return int(load_checkpoint(path).get("epoch", 0))
     except GreenshiftError:  # a checkpoint cut short by a kill is simply not used
         return 0
-
-
-def _save_model(
-    path: Path,
-    model: Any,
-    config: dict[str, Any],
-    settings: TrialSettings,
-    budget_epochs: int,
-    seed: int,
-    objectives: dict[str, float],
-) -> None:
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": config,
-        "backbone": settings.backbone,
-        "dataset": settings.dataset,
-        "budget_epochs": budget_epochs,
-        "seed": seed,
-        "objectives": objectives,
-    }
-    atomic_torch_save(payload, path)
 
 
 def _plain_details(evaluation: Any) -> dict[str, Any]:
