@@ -8,6 +8,7 @@ from greenshift.train.checkpoint import load_checkpoint, save_checkpoint, save_m
 from greenshift.train.loop import (
     TrainResult,
     build_model,
+    check_shift_depth,
     cosine_factor,
     load_model,
     resolve_device,
@@ -21,6 +22,7 @@ __all__ = [
     "Lookahead",
     "TrainResult",
     "build_model",
+    "check_shift_depth",
     "cosine_factor",
     "load_checkpoint",
     "load_model",
