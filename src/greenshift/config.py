@@ -1,7 +1,12 @@
-"""The hyperparameters of one DSNN configuration: frozen, validated, serialisable.
+"""The hyperparameters of one DSNN configuration: frozen, validated, serialisable; and settings' plumbing.
 
 Precedence where several sources set a value: command line (``--set``) > config file > defaults.
 The defaults are the *default DSNN configuration* that searches compare against.
+
+The search's and training's settings (:mod:`greenshift.search.settings`, :mod:`greenshift.train.settings`)
+share the pieces below: ``coerce_*`` turn strings of a command line or YAML file into typed values,
+:func:`read_settings_file` reads a config file, :func:`merge_settings` merges sources by precedence. Their
+errors name settings as Python spells them and list them in :attr:`ConfigError.fields`.
 """
 
 from __future__ import annotations

@@ -94,13 +94,13 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 def with_flags(error: ConfigError, flags: Mapping[str, str], aliases: Mapping[str, str]) -> str:
     """The message of ``error`` with the settings it names (``error.fields``) written as flags.
 
-    ``aliases`` maps a field name to the key its flag is named after (``walltime_s`` -> ``walltime``).
+    Only the first mention of each is renamed (a later one may be a plain word). ``aliases`` maps a field name to the key its flag is named after (``walltime_s`` -> ``walltime``).
     """
     message = str(error)
     for name in getattr(error, "fields", ()):
         flag = flags.get(name) or flags.get(aliases.get(name, ""))
         if flag:
-            message = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, message)
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", flag, message, count=1)
     return message
 
 
