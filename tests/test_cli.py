@@ -10,15 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
 from greenshift import cli
-from greenshift.cli import main
+from greenshift.cli import common, main
+from greenshift.cli import search as cli_search
 from greenshift.errors import ConfigError
 from greenshift.report import load_report
+from greenshift.search.settings import PRESETS, search_keys
 from greenshift.testing import SyntheticTrial
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def searched(tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONHASHSEED", "0")  # set: main() must not re-exec the test process
-        mp.setattr(cli, "_trial_function", trial)
+        mp.setattr(cli_search, "_trial_function", trial)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main([*SEARCH, "--out", str(out)])
     assert code == 0, stderr.getvalue()
@@ -84,7 +85,7 @@ def searched(tmp_path_factory):
 def synthetic(monkeypatch):
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     trial = CountingTrial()
-    monkeypatch.setattr(cli, "_trial_function", trial)
+    monkeypatch.setattr(cli_search, "_trial_function", trial)
     return trial
 
 
@@ -258,36 +259,74 @@ def test_search_settings_precedence_flags_file_preset(tmp_path):
         "demo",
     ]
     args = parser.parse_args([*argv, "--config", str(config), "--trials", "5", "--set", "weight_bits=4"])
-    settings = cli.search_settings(args)
+    settings = cli_search.search_settings(args)
     assert settings.trials == 5  # flag > file > preset
     assert settings.max_epochs == 3  # file > preset
-    assert settings.eta == cli.PRESETS["demo"]["eta"]
+    assert settings.eta == PRESETS["demo"]["eta"]
     assert settings.objectives == ("loss", "size_bits")
     assert dict(settings.fixed) == {"shift_type": "Q", "weight_bits": "4"}
-    demo = cli.search_settings(parser.parse_args([*argv, "--max-epochs", "27"]))
-    assert demo.trials == cli.PRESETS["demo"]["trials"] and demo.max_epochs == 27
+    demo = cli_search.search_settings(parser.parse_args([*argv, "--max-epochs", "27"]))
+    assert demo.trials == PRESETS["demo"]["trials"] and demo.max_epochs == 27
     config.write_text("trails: 7\n")
     with pytest.raises(ConfigError, match="unknown key"):
-        cli.search_settings(parser.parse_args([*argv, "--config", str(config)]))
+        cli_search.search_settings(parser.parse_args([*argv, "--config", str(config)]))
 
 
-def test_cli_defaults_and_choices_match_the_library():
+def test_cli_choices_match_the_library():
+    from greenshift.cli import common
     from greenshift.objectives import METER_NAMES, OBJECTIVES
-    from greenshift.search import SEARCH_OPTIMIZERS, SearchSettings
-    from greenshift.search.settings import KEEP_MODELS
 
-    assert tuple(SEARCH_OPTIMIZERS) == cli.SEARCH_OPTIMIZERS
-    assert tuple(KEEP_MODELS) == cli.KEEP_MODELS
-    assert tuple(METER_NAMES) == cli.METERS
-    assert tuple(OBJECTIVES) == cli.OBJECTIVE_NAMES
-    by_name = {f.name: f for f in fields(SearchSettings)}
-    assert set(cli.SEARCH_FIELDS.values()) == set(by_name) - {"split_seed"}
-    for key, name in cli.SEARCH_FIELDS.items():
-        field = by_name[name]
-        if field.default is not MISSING:
-            assert cli.SEARCH_DEFAULTS[key] == field.default, key
-        elif field.default_factory is not MISSING:
-            assert cli.SEARCH_DEFAULTS[key] == field.default_factory(), key
+    # The parser repeats these two so that building it does not import torch; the rest it imports.
+    assert tuple(METER_NAMES) == common.METERS
+    assert tuple(OBJECTIVES) == common.OBJECTIVE_NAMES
+
+
+def test_every_search_setting_has_a_flag_named_after_its_config_key():
+    keys = set(search_keys())
+    flags = common.flags_of(
+        next(a for a in cli.build_parser()._actions if a.dest == "command").choices["search"]
+    )
+    assert keys <= set(flags), keys - set(flags)
+    assert all(flags[key] == "--" + key.replace("_", "-") for key in keys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--max-epochs", "3", "--min-epochs", "4"], "1 <= --min-epochs <= --max-epochs, got 4 and 3"),
+        (["--walltime", "-1"], "--walltime must be positive, got -1.0"),
+        (["--country", "de"], "--country must be a three-letter ISO 3166 code"),
+        (["--max-total-epochs", "2"], "--max-total-epochs 2 is below --max-epochs 9"),
+        (["--objective-weights", "a,b"], "--objective-weights must be a number, got 'a'"),
+        (["--range", "lr"], "--range expects key=value, got 'lr'"),
+    ],
+)
+def test_search_errors_name_the_flags(capsys, monkeypatch, tmp_path, argv, expected):
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    base = ["search", "--dataset", "digits", "--backbone", "tiny_cnn", "--out", str(tmp_path / "r")]
+    code, out, err = run_cli(capsys, *base, *argv)
+    assert code == 2 and out == ""
+    assert expected in one_error_line(err)
+
+
+def test_a_config_file_error_names_the_files_key(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    config = tmp_path / "search.yaml"
+    config.write_text("trials: many\n")
+    code, _, err = run_cli(
+        capsys,
+        "search",
+        "--dataset",
+        "digits",
+        "--backbone",
+        "tiny_cnn",
+        "--out",
+        "r",
+        "--config",
+        str(config),
+    )
+    assert code == 2
+    assert f"config file {config}: trials must be an integer, got 'many'" in one_error_line(err)
 
 
 # -- report, pick, compare -------------------------------------------------------------------------
@@ -355,7 +394,7 @@ def tiny_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONHASHSEED", "0")
         mp.setenv("GREENSHIFT_CACHE", str(out.parent / "cache"))
-        mp.setattr(cli, "_trial_function", SyntheticTrial(max_depth=3))
+        mp.setattr(cli_search, "_trial_function", SyntheticTrial(max_depth=3))
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             assert main(argv) == 0
     return out

@@ -21,7 +21,7 @@ def settings(tmp_path, **overrides) -> SearchSettings:
 
 
 def test_threads_per_trial_must_be_positive(tmp_path):
-    with pytest.raises(ConfigError, match="--threads-per-trial must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match=r"^threads_per_trial must be at least 1, got 0"):
         settings(tmp_path, threads_per_trial=0)
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from greenshift import cli
 from greenshift.cli import main
+from greenshift.cli import search as cli_search
 from greenshift.errors import ConfigError, DataError
 from greenshift.report import Entry, build_report, compare_runs, compute_importance, load_report
 from greenshift.search import DSNNSearch, SearchSettings
@@ -60,7 +61,7 @@ class CountingTrial(SyntheticTrial):
 def synthetic(monkeypatch):
     monkeypatch.setenv("PYTHONHASHSEED", "0")  # set: main() must not re-exec the test process
     trial = CountingTrial()
-    monkeypatch.setattr(cli, "_trial_function", trial)
+    monkeypatch.setattr(cli_search, "_trial_function", trial)
     return trial
 
 
@@ -72,7 +73,7 @@ def crashing_run(tmp_path_factory):
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONHASHSEED", "0")
-        mp.setattr(cli, "_trial_function", trial)
+        mp.setattr(cli_search, "_trial_function", trial)
         mp.setattr("sys.stdout", stdout)
         code = main([*SEARCH, "--trials", "12", "--out", str(out)])
     assert code == 0
@@ -342,7 +343,7 @@ class InterruptingTrial(SyntheticTrial):
 def test_one_ctrl_c_stops_the_search_with_exit_code_130(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     trial = InterruptingTrial()
-    monkeypatch.setattr(cli, "_trial_function", trial)
+    monkeypatch.setattr(cli_search, "_trial_function", trial)
     # In the search's own process, so that the trial's SIGINT reaches the search as a Ctrl-C would.
     args = (*SEARCH, "--trials", "8", "--out", str(tmp_path / "r"), "--json", "--no-isolate-trials")
     code, out, _ = run_cli(capsys, *args)
@@ -355,7 +356,7 @@ def test_one_ctrl_c_stops_the_search_with_exit_code_130(monkeypatch, capsys, tmp
 def test_country_reaches_the_trials_and_is_validated(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     args = cli.build_parser().parse_args([*SEARCH, "--out", str(tmp_path / "r"), "--country", "FRA"])
-    settings = cli.search_settings(args)
+    settings = cli_search.search_settings(args)
     assert settings.country_iso_code == "FRA"
     assert DSNNSearch(settings).get_trial_settings({}).country_iso_code == "FRA"
     assert settings.identity("{}", {})["country_iso_code"] == "FRA"
@@ -463,7 +464,7 @@ def test_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
     args = cli.build_parser().parse_args(
         ["search", "--dataset", "cifar10", "--backbone", "resnet20", "--config", "configs/search.yaml"]
     )
-    settings = cli.search_settings(args)
+    settings = cli_search.search_settings(args)
     assert settings.data_dir == str(Path("configs") / "data" / "cifar")
     assert settings.space_file == str(Path("configs") / "space.yaml")
     assert settings.out == "runs/x"  # the run directory written stays relative to the current directory

@@ -1,14 +1,19 @@
-"""The hyperparameters of one DSNN configuration: frozen, validated, serialisable.
+"""The hyperparameters of one DSNN configuration: frozen, validated, serialisable; and settings' plumbing.
 
 Precedence where several sources set a value: command line (``--set``) > config file > defaults.
 The defaults are the *default DSNN configuration* that searches compare against.
+
+The search's and training's settings (:mod:`greenshift.search.settings`, :mod:`greenshift.train.settings`)
+share the pieces below: ``coerce_*`` turn strings of a command line or YAML file into typed values,
+:func:`read_settings_file` reads a config file, :func:`merge_settings` merges sources by precedence. Their
+errors name settings as Python spells them and list them in :attr:`ConfigError.fields`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -113,18 +118,28 @@ def config_from_values(values: Mapping[str, Any], fixed_extra: Mapping[str, Any]
     return DSNNConfig.from_dict(merged)
 
 
-def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
-    """Parse ``["key=value", ...]`` (the CLI's ``--set``) into a dict of raw strings.
+def parse_assignments(
+    assignments: Mapping[str, Any] | Iterable[str] | str, *, key: str = "set"
+) -> dict[str, Any]:
+    """Parse ``["key=value", ...]`` (the CLI's ``--set``), one such string or a mapping into a dict.
 
-    Values stay strings here; :meth:`DSNNConfig.from_dict` or the search space coerces them.
+    Values of strings stay strings; :meth:`DSNNConfig.from_dict` or the search space coerces them.
+    ``key`` is the setting being parsed (``set``, ``range``), named in errors.
     """
+    if isinstance(assignments, Mapping):
+        return {str(k): v for k, v in assignments.items()}
+    items = [assignments] if isinstance(assignments, str) else assignments
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(
+            f"{key} must be a mapping or a list of key=value, got {assignments!r}", fields=(key,)
+        )
     parsed: dict[str, Any] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        parsed[key] = value
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ConfigError(f"{key} expects key=value, got {item!r}", fields=(key,))
+        parsed[name] = value
     return parsed
 
 
@@ -148,23 +163,155 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def read_settings_file(
+    path: str | Path,
+    allowed: Sequence[str],
+    *,
+    extra_ok: Sequence[str] = (),
+    path_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The settings of a YAML/JSON config file whose keys must lie in ``allowed`` or ``extra_ok``.
+
+    Values of ``path_keys`` name input files or folders: a relative one is taken relative to the
+    file's folder, so that the file works from any current directory.
+    """
+    values = dict(load_config_file(path))
+    for key in path_keys:
+        value = values.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            values[key] = str(Path(path).parent / value)
+    unknown = sorted(str(k) for k in values if k not in allowed and k not in extra_ok)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join([*allowed, *extra_ok])}"
+        )
+    return values
+
+
+def merge_settings(
+    layers: Sequence[tuple[str | None, Mapping[str, Any]]],
+    coercers: Mapping[str, Callable[[str, Any], Any]],
+    defaults: Mapping[str, Any],
+    *,
+    merged_keys: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Merge ``(origin, values)`` layers over ``defaults``, lowest precedence first.
+
+    Each value is coerced by ``coercers[key]``; ``None`` means "not given" and is skipped. The mappings
+    of ``merged_keys`` (``set``, ``range``) merge key by key. An error from a layer with an origin (a
+    config file, a preset) is prefixed with it and names the key as the layer spells it; an error from a
+    layer without one (the caller's own arguments) keeps ``fields`` so that a front end can rename them.
+    """
+    merged = {key: dict(value) if key in merged_keys else value for key, value in defaults.items()}
+    for origin, values in layers:
+        for key, value in values.items():
+            if value is None:
+                continue
+            try:
+                converted = coercers[key](key, value)
+            except ConfigError as exc:
+                if origin is None:
+                    raise
+                raise ConfigError(f"{origin}: {exc}") from None
+            merged[key] = {**merged[key], **converted} if key in merged_keys else converted
+    return merged
+
+
+def require_settings(settings: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """A ConfigError naming the first of ``keys`` that ``settings`` leaves empty."""
+    for key in keys:
+        if settings.get(key) in (None, ""):
+            raise ConfigError(f"{key} is required (as an argument or in the config file)", fields=(key,))
+
+
+# Coercion of settings given as strings (command line, YAML) into their types, with errors naming the key.
+def coerce_int(key: str, value: Any) -> int:
+    """An integer from ``3``, ``3.0`` or ``"3"``; booleans and fractions are errors."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be an integer, got {value!r}", fields=(key,)) from None
+    return int(number)
+
+
+def coerce_float(key: str, value: Any, *, finite: bool = True) -> float:
+    """A number; with ``finite`` (the default) infinities and NaN are errors."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}", fields=(key,)) from None
+    if finite and not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}", fields=(key,))
+    return number
+
+
+def coerce_bool(key: str, value: Any) -> bool:
+    """``True``/``False`` or one of true/yes/on/1, false/no/off/0."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "yes", "on", "1"}:
+        return True
+    if text in {"false", "no", "off", "0"}:
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}", fields=(key,))
+
+
+def coerce_str(key: str, value: Any) -> str:
+    """A single value as a string (not a list or mapping)."""
+    if isinstance(value, (Mapping, list, tuple)) or value is None:
+        raise ConfigError(f"{key} must be a single value, got {value!r}", fields=(key,))
+    return str(value)
+
+
+def coerce_names(key: str, value: Any) -> tuple[str, ...]:
+    """A list, or a comma-separated string, of names."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(f"{key} must be a comma-separated list, got {value!r}", fields=(key,))
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def coerce_floats(key: str, value: Any) -> tuple[float, ...]:
+    """A list, or a comma-separated string, of finite numbers."""
+    return tuple(coerce_float(key, item) for item in coerce_names(key, value))
+
+
+def coerce_choice(choices: Sequence[str]) -> Callable[[str, Any], str]:
+    """A coercion to one of ``choices``."""
+
+    def convert(key: str, value: Any) -> str:
+        text = coerce_str(key, value)
+        if text not in choices:
+            raise ConfigError(f"{key}={text!r} is not one of {', '.join(choices)}", fields=(key,))
+        return text
+
+    return convert
+
+
+def coerce_assignments(key: str, value: Any) -> dict[str, Any]:
+    """``set``/``range``: a mapping, or ``key=value`` strings (the command line's form)."""
+    return parse_assignments(value, key=key)
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Turn CLI/YAML strings into the field's type, with a clear error."""
     if name == "shift_depth" and (
         value is None or (isinstance(value, str) and value.lower() in {"all", "none"})
     ):
         return None
-    kind = {f.name: f.type for f in fields(DSNNConfig)}[name]
-    try:
-        if "int" in str(kind) and not isinstance(value, bool):
-            as_float = float(value)
-            if not as_float.is_integer():
-                raise ValueError
-            return int(as_float)
-        if "float" in str(kind):
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    kind = str({f.name: f.type for f in fields(DSNNConfig)}[name])
+    if "int" in kind:
+        return coerce_int(name, value)
+    if "float" in kind:
+        # Infinities pass here: the field's range check names the allowed range.
+        return coerce_float(name, value, finite=False)
     return str(value)
 
 

@@ -12,7 +12,16 @@ class GreenshiftError(Exception):
 
 
 class ConfigError(GreenshiftError, ValueError):
-    """A hyperparameter, option or search space is invalid."""
+    """A hyperparameter, option or search space is invalid.
+
+    ``fields`` names the settings the message mentions by their Python names (``max_epochs``); a front
+    end that calls them something else (the CLI: ``--max-epochs``) may rename them when it shows the
+    message. The message itself is complete without them.
+    """
+
+    def __init__(self, message: str = "", *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 class DataError(GreenshiftError):

@@ -40,7 +40,13 @@ from greenshift.objectives.meters import (
     metered,
     select_meter,
 )
-from greenshift.objectives.profile import LayerProfile, ModelProfile, profile_model, profile_rows
+from greenshift.objectives.profile import (
+    LayerProfile,
+    ModelProfile,
+    profile_configuration,
+    profile_model,
+    profile_rows,
+)
 
 __all__ = [
     "METER_NAMES",
@@ -75,6 +81,7 @@ __all__ = [
     "measure_latency",
     "metered",
     "model_energy_j",
+    "profile_configuration",
     "profile_model",
     "profile_rows",
     "select_meter",

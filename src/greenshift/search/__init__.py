@@ -1,58 +1,40 @@
 """Multi-fidelity multi-objective search of DSNN configurations with SMAC3.
 
-``greenshift.search(...)`` runs a search from Python and returns a :class:`SearchResult`;
-``greenshift.search.DSNNSearch`` is the facade behind it, whose parts can be replaced; SMAC's side of
-it is built by the classes of :mod:`greenshift.search.facades`, one per name in :data:`SEARCH_OPTIMIZERS`.
+Users run a search with ``greenshift.search(...)`` (:mod:`greenshift.api`), which returns the run as
+an object. This package is the engine behind it: :class:`DSNNSearch` runs one search from
+:class:`SearchSettings`; SMAC's side of it is built by the facade classes of
+:mod:`greenshift.search.facades`, one per name in :data:`SEARCH_OPTIMIZERS`, whose ``get_*`` methods a
+subclass overrides to swap a part. Names load on first use, so reading settings does not import SMAC.
 """
 
 from __future__ import annotations
 
-import sys
-import types
+import importlib
 from typing import Any
 
-from greenshift.search.facade import DSNNSearch, SearchResult
-from greenshift.search.facades import SEARCH_OPTIMIZERS
-from greenshift.search.progress import NullProgress, RichProgress, SearchProgress, SearchStats
-from greenshift.search.settings import SearchSettings
-from greenshift.search.space import build_space, config_from_values, default_space
-from greenshift.search.trial import TrialSettings, run_trial
+_HOMES = {
+    "DSNNSearch": "facade",
+    "SearchResult": "facade",
+    "SEARCH_OPTIMIZERS": "settings",
+    "SearchSettings": "settings",
+    "resolve_search_settings": "settings",
+    "SearchFacade": "facades",
+    "facade_for": "facades",
+    "NullProgress": "progress",
+    "RichProgress": "progress",
+    "SearchProgress": "progress",
+    "SearchStats": "progress",
+    "build_space": "space",
+    "default_space": "space",
+    "TrialSettings": "trial",
+    "run_trial": "trial",
+}
 
 
-def run_search(
-    dataset: str, backbone: str, out: str, *, progress: SearchProgress | None = None, **settings: Any
-) -> SearchResult:
-    """Run (or resume) a search; keyword arguments are the fields of :class:`SearchSettings`.
-
-    Example: ``greenshift.search("digits", "resnet20", "runs/demo", trials=20, max_epochs=9)``.
-    """
-    return DSNNSearch(
-        SearchSettings(dataset=dataset, backbone=backbone, out=out, **settings), progress=progress
-    ).run()
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"greenshift.search.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'greenshift.search' has no attribute {name!r}")
 
 
-class _CallableModule(types.ModuleType):
-    """Lets ``greenshift.search(...)`` be called although ``greenshift.search`` is also this package."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SearchResult:
-        return run_search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-__all__ = [
-    "SEARCH_OPTIMIZERS",
-    "DSNNSearch",
-    "NullProgress",
-    "RichProgress",
-    "SearchProgress",
-    "SearchResult",
-    "SearchSettings",
-    "SearchStats",
-    "TrialSettings",
-    "build_space",
-    "config_from_values",
-    "default_space",
-    "run_search",
-    "run_trial",
-]
+__all__ = sorted(_HOMES)

@@ -243,10 +243,6 @@ class RandomSearchFacade(SearchFacade):
         return RandomFacade.get_intensifier(self.scenario, max_config_calls=1)
 
 
-#: The names of the search optimisers, i.e. the values of ``SearchSettings.optimizer``.
-SEARCH_OPTIMIZERS: tuple[str, ...] = tuple(_FACADES)
-
-
 def facade_for(name: str) -> type[SearchFacade]:
     """The facade class of the search optimiser ``name``; a :class:`ConfigError` for an unknown one."""
     if name in _FACADES:

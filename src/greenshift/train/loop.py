@@ -90,6 +90,15 @@ def resolve_shift_depth(config: DSNNConfig, model: nn.Module, backbone: str = "m
     return config.shift_depth
 
 
+def check_shift_depth(config: DSNNConfig, backbone: str) -> int:
+    """The layers ``config`` shifts in ``backbone``, checked before any data set is loaded.
+
+    Builds the backbone once for 10 classes and 3 channels (its shiftable layers do not depend on
+    them); an unknown backbone is a ModelError and a too large ``shift_depth`` a ConfigError.
+    """
+    return resolve_shift_depth(config, get_model(backbone, num_classes=10, in_channels=3), backbone)
+
+
 def build_model(config: DSNNConfig, backbone: str, num_classes: int, in_channels: int) -> nn.Module:
     """A freshly initialised ``backbone`` with the configuration's shift conversion applied.
 
