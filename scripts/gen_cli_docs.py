@@ -38,9 +38,9 @@ PREAMBLE = """\
   the search optimiser, the training optimiser a hyperparameter under `set`.
 - **One name per quantity.** `loss` is 1 − validation accuracy (the search objective) everywhere;
   the mean cross-entropy is called `cross_entropy` (`train`, `evaluate`).
-- **Repeatable searches.** SMAC's choices depend on Python's hash seed, so `greenshift search`
-  restarts itself with `PYTHONHASHSEED=0` unless the variable is already set: the same `--seed`
-  repeats a run exactly and a resumed run replays exactly.
+- **Repeatable searches.** The same `--seed` repeats a run exactly and a resumed run replays
+  exactly, whatever Python's hash seed: greenshift orders SMAC's local-search start points itself
+  (docs/search.md, "Repeatability").
 """
 
 

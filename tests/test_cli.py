@@ -227,22 +227,6 @@ def test_search_with_other_objectives_is_refused_and_leaves_the_run_untouched(
     assert files() == before
 
 
-def test_search_without_hash_seed_reexecs_with_a_fixed_one(monkeypatch, tmp_path):
-    calls = []
-
-    def fake_execv(path, argv):
-        calls.append((path, argv, os.environ.get("PYTHONHASHSEED")))
-        raise SystemExit(0)
-
-    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
-    monkeypatch.setattr(os, "execv", fake_execv)
-    argv = [*SEARCH, "--out", str(tmp_path / "run")]
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert calls == [(sys.executable, [sys.executable, "-m", "greenshift", *argv], "0")]
-    assert not (tmp_path / "run").exists()
-
-
 def test_search_settings_precedence_flags_file_preset(tmp_path):
     config = tmp_path / "search.yaml"
     config.write_text("trials: 7\nmax_epochs: 3\nobjectives: [loss, size_bits]\nset: {shift_type: Q}\n")

@@ -23,8 +23,6 @@ from greenshift.cli import export, listing, report, search, train, trials
 from greenshift.cli.common import PROG, Formatter, Parser, flags_of, one_line, with_flags
 from greenshift.errors import ConfigError, GreenshiftError
 
-HASH_SEED_ENV = "PYTHONHASHSEED"
-
 #: The modules that add commands, in the order of ``greenshift --help``.
 _COMMAND_MODULES = (listing, train, search, trials, report, export)
 
@@ -37,8 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help, --version and usage errors: return the code, never exit
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    if args.command == "search":
-        _fix_hash_seed(arguments)
     try:
         return int(args.handler(args) or 0)
     except GreenshiftError as exc:
@@ -81,24 +77,6 @@ def _discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # stdout is no real file (captured in tests)
         pass
-
-
-def _fix_hash_seed(arguments: Sequence[str]) -> None:
-    """Restart this command with ``PYTHONHASHSEED=0`` unless the variable is set; then it does not return.
-
-    SMAC iterates over sets of configurations, and the order of a set of strings depends on Python's
-    hash seed, which is random per process. Without a fixed seed two searches with the same ``--seed``
-    would differ, and a resumed run (which replays SMAC's ask/tell sequence against the store) would not
-    replay the same sequence. The seed can only be fixed before the interpreter starts, hence the
-    re-exec. A user who sets PYTHONHASHSEED themselves (tests do) keeps their value. An embedded
-    interpreter (no ``sys.executable``) cannot be restarted; its runs are then not repeatable.
-    """
-    if HASH_SEED_ENV in os.environ or not sys.executable:
-        return
-    os.environ[HASH_SEED_ENV] = "0"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "greenshift", *arguments])
 
 
 def build_parser() -> argparse.ArgumentParser:
