@@ -24,7 +24,7 @@ def _first_example() -> str:
 def test_the_api_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(_first_example(), str(API_DOC), "exec"), namespace)  # noqa: S102 - our own documentation
+    exec(compile(_first_example(), str(API_DOC), "exec"), namespace)
     run = namespace["run"]
     assert isinstance(run, greenshift.Run) and run.path == Path("runs/api-demo")
     # 12 configurations were asked; Hyperband ran some at every budget, the default at the full one

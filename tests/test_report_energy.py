@@ -228,6 +228,37 @@ def test_the_cache_is_reused_until_a_kept_model_changes(run) -> None:
     assert other.measured_now == 3
 
 
+def test_a_measurement_with_the_named_meter_is_reused_by_auto(run, monkeypatch) -> None:
+    """`report --remeasure --meter codecarbon`, then a plain `report` (meter auto) shows the values."""
+    import greenshift.objectives.meters as meters
+    import greenshift.report.energy as energy
+
+    recorded = {
+        "energy_measured_j": 0.5,
+        "meter": "codecarbon",
+        "measured_method": "test",
+        "measured_spread": {},
+    }
+    monkeypatch.setattr(energy, "_remeasure", lambda *args: (dict(recorded), None))
+    report = load_report(run)
+    remeasure(run, report, meter="codecarbon", measure_options=FAST)
+    monkeypatch.setattr(
+        meters, "choose_meter", lambda name, device=None, **kw: (fake_meter_named("codecarbon"), "auto")
+    )
+    check = energy_crosscheck(run, report, meter="auto", measure_options=FAST)
+    assert check.reused == 3 and [r.energy_measured_j for r in check.rows[:3]] == [0.5] * 3
+    monkeypatch.setattr(
+        meters, "choose_meter", lambda name, device=None, **kw: (fake_meter_named("rapl"), "auto")
+    )
+    assert energy_crosscheck(run, report, meter="auto", measure_options=FAST).reused == 0
+
+
+def fake_meter_named(name: str) -> FakeMeter:
+    meter = fake_meter()
+    meter.name = name
+    return meter
+
+
 def test_loading_and_crosschecking_measure_nothing(run) -> None:
     """Measuring is an explicit step (remeasure): loading a report or crosschecking it never measures."""
     meter = fake_meter()

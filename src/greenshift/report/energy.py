@@ -336,6 +336,13 @@ def _crosscheck(
         # Every kept model's path is checked once here, while the store is open: none may lead out of the run.
         kept_files = {r.trial_id: store.checkpoint_file(r) for r in records if r.checkpoint}
     context = _RunContext(identity, settings, device, energy_table)
+    meter_key = _meter_key(meter)
+    if meter == "auto":
+        # Keyed by the meter "auto" picks here, so that `--remeasure --meter codecarbon` is reused by a
+        # later plain `report` (whose meter is "auto") on a machine where auto means CodeCarbon.
+        from greenshift.objectives.meters import choose_meter
+
+        meter_key = choose_meter("auto", context.device)[0].name
     cache = _Cache(run_dir)
     names = set(report_data.objective_names)
     targets = _targets(report_data)
@@ -389,7 +396,7 @@ def _crosscheck(
                     "checkpoint": checkpoint,
                     "mtime_ns": stat.st_mtime_ns,
                     "size": stat.st_size,
-                    "meter": _meter_key(meter),
+                    "meter": meter_key,
                     "device": str(context.device),
                     "options": asdict(options),
                 }
@@ -403,7 +410,7 @@ def _crosscheck(
                     if progress is not None:
                         progress(
                             f"measuring the energy of trial {kept.trial_id} ({position}/{len(targets)}) "
-                            f"with meter {_meter_key(meter).removeprefix('instance:')}"
+                            f"with meter {meter_key.removeprefix('instance:')}"
                         )
                     try:
                         measured, failure = _remeasure(context, path, meter, options)
