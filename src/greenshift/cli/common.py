@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -120,35 +119,20 @@ def print_json(data: Any) -> None:
     print(json.dumps(jsonable(data), indent=2, allow_nan=False))
 
 
-_SI_PREFIXES = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))
-
-
+# Numbers are written by greenshift.report.format (one place for units and prefixes); imported when
+# used, because the report package is too heavy for the parser that --help builds.
 def si(value: float, unit: str) -> str:
     """``value`` with an SI prefix: ``si(3.2e-6, "J") == "3.2 µJ"``."""
-    if value == 0:
-        return f"0 {unit}"
-    for scale, prefix in _SI_PREFIXES:
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+    from greenshift.report.format import si as si_text
+
+    return si_text(value, unit)
 
 
 def objective_text(name: str, value: Any) -> str:
-    """An objective value with its unit (names carry units: docs/architecture.md)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    value = float(value)
-    if name == "loss":
-        return f"{value:.4f}"
-    if name.endswith("_j"):
-        return si(value, "J")
-    if name.endswith("_kg"):
-        return si(value * 1000.0, "g")
-    if name.endswith("_ms"):
-        return f"{value:.4g} ms"
-    if name.endswith("_bits"):
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
+    """An objective value with its unit (names carry units: docs/architecture.md); ``-`` when unknown."""
+    from greenshift.report.format import objective_text as text
+
+    return text(name, value, missing="-")
 
 
 def objectives_text(names: Sequence[str], values: Mapping[str, Any]) -> str:
@@ -158,7 +142,9 @@ def objectives_text(names: Sequence[str], values: Mapping[str, Any]) -> str:
 
 def percent(value: float | None) -> str:
     """A signed percent change, ``-`` when undefined."""
-    return "-" if value is None else f"{value:+.1f} %"
+    from greenshift.report.format import percent_text
+
+    return percent_text(value, missing="-")
 
 
 def size_text(count: int) -> str:
