@@ -174,6 +174,13 @@ def test_improvement_headlines_none_when_nothing_qualifies() -> None:
     assert imp.per_config[0].percent_change == {"loss": 0.0, "energy_model_j": 0.0}
 
 
+def test_beat_default_counts_configurations_better_in_every_objective() -> None:
+    default = entry(0, 0.10, 10.0)
+    front = [entry(1, 0.05, 5.0), entry(2, 0.05, 20.0), entry(3, 0.10, 2.0), entry(4, 0.01, 9.0)]
+    assert compute_improvement(front, default, NAMES).beat_default == 2  # 1 and 4; 3 ties in loss
+    assert compute_improvement(front, None, NAMES).beat_default == 0
+
+
 def test_improvement_with_three_objectives_and_zero_default() -> None:
     default = entry(0, 0.10, 10.0, latency_ms=0.0)
     names = (*NAMES, "latency_ms")

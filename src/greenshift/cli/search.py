@@ -255,11 +255,7 @@ def _beat_default(result: Any) -> int:
     """Front configurations better than the default in every objective (by the report's improvement)."""
     from greenshift.report.improvement import compute_improvement
 
-    improvement = compute_improvement(result.pareto, result.default, list(result.objectives))
-    return sum(
-        all(change is not None and change < 0 for change in config.percent_change.values())
-        for config in improvement.per_config
-    )
+    return compute_improvement(result.pareto, result.default, list(result.objectives)).beat_default
 
 
 def _summary(result: Any, *, resumed: int, stopped: bool) -> dict[str, Any]:

@@ -56,6 +56,14 @@ class Improvement:
     best_loss_reduction: Headline | None = None
     best_energy_reduction: dict[str, Headline | None] = field(default_factory=dict)
 
+    @property
+    def beat_default(self) -> int:
+        """How many front configurations are better than the default in every objective."""
+        return sum(
+            all(change is not None and change < 0 for change in config.percent_change.values())
+            for config in self.per_config
+        )
+
 
 def percent_change(value: float, baseline: float) -> float | None:
     """``100 * (value - baseline) / baseline``; ``None`` when the baseline is 0 or a value is not finite."""
