@@ -37,9 +37,13 @@ def _commit() -> str | None:
         done = subprocess.run(["git", *args], cwd=RESULTS.parent, capture_output=True, text=True)
         return done.stdout.strip()
 
+    # A copy made elsewhere (e.g. on a borrowed GPU machine) names its commit in BENCH_COMMIT: its own
+    # git metadata, if any came along, need not match the code it runs.
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     commit = git("rev-parse", "--short", "HEAD")
-    if not commit:  # a copy without .git (e.g. a borrowed GPU machine) names its commit in BENCH_COMMIT
-        return os.environ.get("BENCH_COMMIT")
+    if not commit:
+        return None
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
