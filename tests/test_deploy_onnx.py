@@ -399,10 +399,20 @@ def test_search_with_latency_ort_ms_then_export_and_evaluate_a_front_member(digi
     exported = json.loads(capsys.readouterr().out)
     assert code == 0 and exported["path"] == str(out) and exported["agreement"]["agreement"] >= 0.995
     assert (tmp_path / "front.float.onnx").is_file()
-    # The front member in plain onnxruntime + numpy: the accuracy export reported, on every test image.
-    logits = run_plain_script(out, digits.split("test").images.numpy(), tmp_path)
+    # The front member in plain onnxruntime + numpy gives exactly the logits of an onnxruntime session with
+    # the same (default) options. greenshift's own session dequantises weights once at load: its sums run
+    # in another order, which can move a fixed-point activation by one step, so there only the
+    # predictions are compared, where the two best logits are not within such a step of each other.
+    images = digits.split("test").images.numpy()
+    logits = run_plain_script(out, images, tmp_path)
+    np.testing.assert_allclose(logits, predict(session(out.read_bytes(), fast=False), images), atol=1e-6)
+    fast = predict(session(out.read_bytes()), images)
+    top_two = np.sort(logits, axis=1)[:, -2:]
+    decided = (top_two[:, 1] - top_two[:, 0]) > 0.01  # a few activation steps
+    assert decided.mean() > 0.3  # not vacuous
+    assert (logits.argmax(1) == fast.argmax(1))[decided].all()
     labels = digits.split("test").labels.numpy()
-    assert float((logits.argmax(1) == labels).mean()) == exported["agreement"]["accuracy_onnx"]
+    assert float((fast.argmax(1) == labels).mean()) == exported["agreement"]["accuracy_onnx"]
     code = main(["evaluate", str(out), "--split", "test", "--repeats", "2", "--json"])
     scores = json.loads(capsys.readouterr().out)
     assert code == 0 and scores["model"]["accuracy"] == exported["agreement"]["accuracy_onnx"]
