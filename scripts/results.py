@@ -381,7 +381,7 @@ def main() -> None:
         "`bench/*.py`) writes. Benchmarks compare variants measured side by side in one run; the machine is",
         "a shared 2-core VM, so ratios are the figures to read, and absolute times vary between runs.",
         "Each section names the commit it ran at. Search benchmarks that ran before commit `e69e935` used",
-        "SMAC's hash-ordered local search (docs/search.md, \"Repeatability\"): rerun now, they give runs of",
+        'SMAC\'s hash-ordered local search (docs/search.md, "Repeatability"): rerun now, they give runs of',
         "the same kind, not the same trials.",
         "",
     ]
