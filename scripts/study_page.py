@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from results import gpu_table
+
 CHANCE_LOSS = 0.9  # the `loss` objective (1 - accuracy) of guessing among digits' 10 classes
 MODELLED = "energy_model_j"
 
@@ -452,16 +454,8 @@ def gpu_section(gpu: dict | None, commands: Sequence[str]) -> list[str]:
             f"validation split), {gpu['epochs']} epochs per configuration, interleaved twice; energy measured with",
             f"the {gpu['energy'].get('meter')} meter over the validation split, repeated.",
             "",
-            "| configuration | s/epoch | images/s | time vs float | measured J/image (NVML) | repeat CV | mean power (W) | modelled J/image |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for name, row in gpu["training"].items():
-            energy = gpu["energy"].get(name) or {}
-            lines.append(
-                f"| {name} | {row['seconds_per_epoch']:.2f} | {row['images_per_second']:.0f} | {row['over_float']:.2f}x | "
-                f"{energy.get('measured_j_per_image', math.nan):.3g} | {100 * (energy.get('repeat_cv') or 0):.1f} % | "
-                f"{energy.get('mean_power_w', math.nan):.0f} | {energy.get('modelled_j_per_image', math.nan):.3g} |"
-            )
+        lines += gpu_table(gpu)
         lines += [
             "",
             "On the GPU the simulated DSNNs take longer and more energy than the float network, while the model",
