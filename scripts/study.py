@@ -310,7 +310,10 @@ def current_commit() -> str:
         return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # Changes to docs/ (this page among them) are not changes to the code that made the figures.
+    return commit + (
+        "+changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs") else ""
+    )
 
 
 def captured(command: list[str]) -> Any:
