@@ -20,6 +20,7 @@ from greenshift.store import (
     front_trial_ids,
     hypervolume_at,
     hypervolume_curve,
+    run_default,
     run_front,
 )
 from test_report import record as report_record
@@ -57,6 +58,25 @@ def test_seeds_of_a_configuration_are_one_averaged_point() -> None:
     assert a.trial_id == 1 and a.trial_ids == (1, 2)
     assert a.objectives == pytest.approx({"loss": 0.15, "energy_model_j": 4.0})
     assert front_trial_ids(front) == {1, 2, 3}
+
+
+def test_the_default_is_its_configuration_averaged_as_on_the_front() -> None:
+    import dataclasses
+
+    flagged = dataclasses.replace(record(1, "D", 9, 0.10, 2.0, seed=0), is_default=True)
+    records = [
+        flagged,
+        record(2, "D", 9, 0.20, 2.0, seed=5),  # the search sampled the default configuration again
+        record(3, "D", 3, 0.50, 2.0, seed=0),  # a lower budget never counts
+        record(4, "B", 9, 0.05, 9.0),
+    ]
+    default = run_default(records, NAMES, 9)
+    assert default is not None and default.is_default and default.trial_ids == (1, 2)
+    assert default.objectives == pytest.approx({"loss": 0.15, "energy_model_j": 2.0})
+    on_front = next(e for e in run_front(records, NAMES, 9) if e.config_key == default.config_key)
+    assert on_front.objectives == default.objectives
+    assert run_default(records[1:], NAMES, 9) is None  # nothing flagged: no default
+    assert run_default([dataclasses.replace(flagged, budget_epochs=3)], NAMES, 9) is None
 
 
 def test_a_good_seed_does_not_stand_for_its_configuration() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import StoreError
-from greenshift.store import FrontEntry, RunLayout, RunStore, TrialRecord, TrialStatus, run_front
+from greenshift.store import FrontEntry, RunLayout, RunStore, TrialRecord, TrialStatus, run_default, run_front
 
 
 class Run:
@@ -57,7 +57,8 @@ class Run:
 
     def default(self) -> FrontEntry | None:
         """The default DSNN configuration at the full budget (seeds averaged); ``None`` until it finished."""
-        return self.report().default
+        settings = self.settings
+        return run_default(self.trials(), tuple(settings["objectives"]), float(settings["max_epochs"]))
 
     def report(self, *, write_to: str | os.PathLike[str] | None = None) -> Any:
         """The run's :class:`~greenshift.report.ReportData` (reads only; measures nothing).

@@ -10,7 +10,8 @@ Rules the numbers follow:
   seeds of one configuration averaged, none dominated). Configurations with usable trials only at
   lower budgets are listed in ``lower_budget`` and never mixed into the front; crashed, diverged,
   timed-out, interrupted and running trials are only counted.
-* **Default.** The average of the ``OK`` max-budget trials flagged ``is_default``; ``None`` when there
+* **Default.** :func:`~greenshift.store.run_default`: the default configuration's ``OK`` max-budget trials
+  (also those the search sampled again), averaged like a front entry; ``None`` when there
   is none.
 * **Reference point** (first rule that applies, recorded in :class:`ReferencePoint`):
   an explicit ``reference_point``; else :func:`~greenshift.objectives.pareto.reference_point_for` on a
@@ -42,12 +43,12 @@ from greenshift.report.improvement import Improvement, compute_improvement
 from greenshift.store.front import (
     BudgetStep,
     FrontEntry,
-    at_full_budget,
     average,
     budget_steps,
     full_budget_entries,
     group_by_config,
     hypervolume_curve,
+    run_default,
     run_front,
     usable,
 )
@@ -240,7 +241,6 @@ def build_report(
     ok = [r for r in records if _status(r) is TrialStatus.OK]
     valid = [r for r in ok if usable(r, names)]
     incomplete = tuple(sorted(int(r.trial_id) for r in ok if not usable(r, names)))
-    top = [r for r in valid if at_full_budget(r.budget_epochs, max_budget)]
 
     configs = list(full_budget_entries(records, names, max_budget))
     front = run_front(records, names, max_budget)
@@ -253,8 +253,7 @@ def build_report(
         lower.append(average([r for r in group if r.budget_epochs == highest], names))
     lower.sort(key=lambda e: (-e.budget_epochs, e.trial_id))
 
-    default_top = [r for r in top if r.is_default]
-    default = average(default_top, names) if default_top else None
+    default = run_default(records, names, max_budget)
     default_any = [r for r in valid if r.is_default]
     if default is not None:
         default_objectives: Mapping[str, float] | None = default.objectives

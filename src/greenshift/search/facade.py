@@ -62,6 +62,7 @@ from greenshift.store import (
     config_key,
     continuation_key,
     front_trial_ids,
+    run_default,
     run_front,
 )
 
@@ -80,7 +81,8 @@ class SearchResult:
     trials: list[TrialRecord]
     #: The run's front (:func:`greenshift.store.run_front`: seeds averaged, finite objectives only).
     pareto: list[FrontEntry]
-    default: TrialRecord | None
+    #: The default configuration at the full budget (:func:`greenshift.store.run_default`).
+    default: FrontEntry | None
     stop_reason: str
     #: Hyperparameters of the baseline (the default DSNN configuration) that the searched space cannot
     #: produce, each with what the space allows; empty when the baseline lies inside the space.
@@ -328,7 +330,7 @@ class DSNNSearch:
             max_epochs=s.max_epochs,
             trials=records,
             pareto=list(run_front(records, s.objectives, s.max_epochs)),
-            default=next((r for r in records if r.is_default and r.status == TrialStatus.OK), None),
+            default=run_default(records, s.objectives, s.max_epochs),
             stop_reason=stop_reason,
             baseline_outside=baseline_outside,
         )
@@ -627,7 +629,7 @@ def _ask(smac: Any) -> Any:
 
 
 def _progress_hypervolume(
-    front: Sequence[FrontEntry], default: TrialRecord | None, objectives: Sequence[str]
+    front: Sequence[FrontEntry], default: TrialRecord | FrontEntry | None, objectives: Sequence[str]
 ) -> float | None:
     """Hypervolume of the current front against the default-based reference (None before the default)."""
     if default is None or not front:

@@ -19,6 +19,7 @@ from greenshift.store.front import (
     full_budget_entries,
     hypervolume_at,
     hypervolume_curve,
+    run_default,
     run_front,
 )
 from greenshift.store.kept_models import load_trial_model, save_trial_model
@@ -62,6 +63,7 @@ __all__ = [
     "hypervolume_curve",
     "load_trial_model",
     "lock_holder",
+    "run_default",
     "run_front",
     "save_trial_model",
 ]

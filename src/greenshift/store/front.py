@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,22 @@ def run_front(
     and could keep a trial with a NaN objective.
     """
     return front_of(full_budget_entries(records, objective_names, max_budget), objective_names)
+
+
+def run_default(
+    records: Iterable[TrialRecord], objective_names: Sequence[str], max_budget: float
+) -> FrontEntry | None:
+    """The default configuration at the full budget, averaged like a front entry; ``None`` until it finished.
+
+    The default is a configuration, not a trial: when a search also samples it (random search may),
+    its trials count as further seeds, exactly as they do on the front.
+    """
+    records = list(records)
+    keys = {str(r.config_key) for r in records if r.is_default}
+    entry = next(
+        (e for e in full_budget_entries(records, objective_names, max_budget) if e.config_key in keys), None
+    )
+    return None if entry is None else replace(entry, is_default=True)
 
 
 def front_trial_ids(entries: Iterable[FrontEntry]) -> set[int]:
