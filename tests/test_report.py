@@ -12,7 +12,7 @@ import pytest
 from greenshift.errors import ConfigError, StoreError
 from greenshift.objectives.pareto import hypervolume
 from greenshift.report import (
-    Entry,
+    FrontEntry,
     build_report,
     compare_runs,
     compute_improvement,
@@ -151,8 +151,8 @@ def test_knee_and_improvement(report) -> None:
     assert best_energy.value == 8.0 and best_energy.default_value == 10.0
 
 
-def entry(trial_id: int, loss: float, energy: float, **extra: float) -> Entry:
-    return Entry(
+def entry(trial_id: int, loss: float, energy: float, **extra: float) -> FrontEntry:
+    return FrontEntry(
         trial_id,
         {"label": str(trial_id)},
         {"loss": loss, "energy_model_j": energy, **extra},

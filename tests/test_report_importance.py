@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from greenshift.report import Entry, compute_importance
+from greenshift.report import FrontEntry, compute_importance
 
 NAMES = ("loss", "energy_model_j")
 
 
-def synthetic(n: int, seed: int = 0) -> list[Entry]:
+def synthetic(n: int, seed: int = 0) -> list[FrontEntry]:
     """Loss depends only on shift_depth, energy only on weight_bits; momentum only exists for sgd."""
     rng = np.random.default_rng(seed)
     entries = []
@@ -29,7 +29,7 @@ def synthetic(n: int, seed: int = 0) -> list[Entry]:
             "loss": 0.05 + 0.02 * config["shift_depth"] + float(rng.normal(0, 0.002)),
             "energy_model_j": 1.0 + 0.5 * config["weight_bits"],
         }
-        entries.append(Entry(i, config, objectives, 9.0, f"k{i}"))
+        entries.append(FrontEntry(i, config, objectives, 9.0, f"k{i}"))
     return entries
 
 
@@ -70,7 +70,7 @@ def test_degenerate_inputs_do_not_crash() -> None:
     one = compute_importance(synthetic(1), NAMES)
     assert not one.reliable and all(v == 0.0 for v in one.values["loss"].values())
     constant = [
-        Entry(i, {"lr": 0.1 * (i + 1)}, {"loss": 0.3, "energy_model_j": float(i)}, 9.0, str(i))
+        FrontEntry(i, {"lr": 0.1 * (i + 1)}, {"loss": 0.3, "energy_model_j": float(i)}, 9.0, str(i))
         for i in range(12)
     ]
     result = compute_importance(constant, NAMES, n_trees=8)
@@ -79,7 +79,7 @@ def test_degenerate_inputs_do_not_crash() -> None:
     # the modelled energy cannot depend on lr, whatever the trials show: lr is left out of its analysis
     assert result.values["energy_model_j"]["lr"] == 0.0 and result.excluded["energy_model_j"] == ("lr",)
     same_configs = [
-        Entry(i, {"lr": 0.1}, {"loss": float(i), "energy_model_j": 1.0}, 9.0, str(i)) for i in range(12)
+        FrontEntry(i, {"lr": 0.1}, {"loss": float(i), "energy_model_j": 1.0}, 9.0, str(i)) for i in range(12)
     ]
     result = compute_importance(same_configs, NAMES)
     assert not result.reliable and "no hyperparameter varies" in result.note
@@ -88,7 +88,9 @@ def test_degenerate_inputs_do_not_crash() -> None:
 def test_unknown_inactive_hyperparameter_is_dropped() -> None:
     entries = synthetic(12)
     entries = [
-        Entry(e.trial_id, {**e.config, **({"warmup": 3} if i % 2 else {})}, e.objectives, 9.0, e.config_key)
+        FrontEntry(
+            e.trial_id, {**e.config, **({"warmup": 3} if i % 2 else {})}, e.objectives, 9.0, e.config_key
+        )
         for i, e in enumerate(entries)
     ]
     result = compute_importance(entries, NAMES, n_trees=8)

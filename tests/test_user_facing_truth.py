@@ -23,7 +23,7 @@ from greenshift import cli
 from greenshift.cli import main
 from greenshift.cli import search as cli_search
 from greenshift.errors import ConfigError, DataError
-from greenshift.report import Entry, build_report, compare_runs, compute_importance, load_report
+from greenshift.report import FrontEntry, build_report, compare_runs, compute_importance, load_report
 from greenshift.search import DSNNSearch, SearchSettings
 from greenshift.search.space import load_space_file
 from greenshift.store import RunStore, TrialRecord, TrialStatus
@@ -256,7 +256,7 @@ def test_cli_and_report_say_when_the_default_lies_outside_the_ranges(synthetic, 
 
 
 # -- 6. importance of the modelled energy: only its inputs; a noise floor for learned objectives ------
-def _entries(n: int, seed: int = 0) -> list[Entry]:
+def _entries(n: int, seed: int = 0) -> list[FrontEntry]:
     rng = np.random.default_rng(seed)
     entries = []
     for i in range(n):
@@ -272,7 +272,7 @@ def _entries(n: int, seed: int = 0) -> list[Entry]:
             "loss": 0.1 + 0.02 * config["shift_depth"] + float(rng.normal(0, 0.01)),
             "energy_model_j": 1e-6 * (1 + config["weight_bits"]) * (21 - config["shift_depth"]),
         }
-        entries.append(Entry(i, config, objectives, 9.0, f"k{i}"))
+        entries.append(FrontEntry(i, config, objectives, 9.0, f"k{i}"))
     return entries
 
 

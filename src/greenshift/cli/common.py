@@ -173,7 +173,7 @@ KEY_HYPERPARAMETERS = ("shift_depth", "shift_type", "weight_bits", "activation_b
 
 
 def front_table(title: str, rows: Sequence[Any], objectives: Sequence[str], default: Any | None) -> Any:
-    """A table of trials (TrialRecord or report Entry): id, budget, objectives, key hyperparameters.
+    """A table of trials (TrialRecord or report FrontEntry): id, budget, objectives, key hyperparameters.
 
     Rows are sorted by the objectives; the default configuration is marked ``*`` and, when it is not on
     the front, shown below it for comparison.

@@ -13,7 +13,7 @@ from greenshift.report.crosscheck import CrosscheckRow, EnergyCrosscheck, TrustS
 from greenshift.report.data import (
     BudgetStep,
     Comparison,
-    Entry,
+    FrontEntry,
     ReferencePoint,
     ReportData,
     RunSummary,
@@ -33,7 +33,7 @@ __all__ = [
     "ConfigImprovement",
     "CrosscheckRow",
     "EnergyCrosscheck",
-    "Entry",
+    "FrontEntry",
     "Headline",
     "Importance",
     "Improvement",

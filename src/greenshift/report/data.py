@@ -57,9 +57,6 @@ from greenshift.store.records import FAILED_STATUSES, FailureGroup, TrialRecord,
 if TYPE_CHECKING:
     from greenshift.report.crosscheck import EnergyCrosscheck
 
-#: One configuration's objectives at one budget: the store's front entry (seeds averaged).
-Entry = FrontEntry
-
 
 @dataclass(frozen=True)
 class ReferencePoint:
@@ -90,11 +87,11 @@ class ReportData:
 
     objective_names: tuple[str, ...]
     max_budget: float
-    front: tuple[Entry, ...]
-    default: Entry | None
-    knee: Entry | None
-    lower_budget: tuple[Entry, ...]
-    trials: tuple[Entry, ...]
+    front: tuple[FrontEntry, ...]
+    default: FrontEntry | None
+    knee: FrontEntry | None
+    lower_budget: tuple[FrontEntry, ...]
+    trials: tuple[FrontEntry, ...]
     reference_point: ReferencePoint
     hypervolume: float
     hypervolume_over_budget: tuple[BudgetStep, ...]

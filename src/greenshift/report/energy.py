@@ -44,7 +44,7 @@ from greenshift.report.crosscheck import (
     EnergyCrosscheck,
     trust_statistics,
 )
-from greenshift.report.data import Entry, ReportData
+from greenshift.report.data import FrontEntry, ReportData
 from greenshift.store.front import at_full_budget
 from greenshift.store.layout import CROSSCHECK_CACHE, RunLayout
 from greenshift.store.records import TrialRecord, TrialStatus
@@ -132,7 +132,7 @@ class _RunContext:
         data = self.dataset()
         return (data.in_channels, data.image_size, data.image_size)
 
-    def modelled_energy(self, entry: Entry) -> float:
+    def modelled_energy(self, entry: FrontEntry) -> float:
         """Modelled energy per image of ``entry``'s configuration, from a freshly built model."""
         from greenshift.config import config_from_values
         from greenshift.objectives import profile_model
@@ -153,7 +153,7 @@ class _RunContext:
         )
 
 
-def _targets(report: ReportData) -> list[tuple[Entry, bool]]:
+def _targets(report: ReportData) -> list[tuple[FrontEntry, bool]]:
     """The front in its order, then the default when it is not on the front: ``(entry, on_front)``."""
     targets = [(entry, True) for entry in report.front]
     front_keys = {entry.config_key for entry in report.front}
@@ -170,7 +170,9 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _run_measurement(group: Sequence[TrialRecord], entry: Entry) -> tuple[dict[str, Any] | None, str | None]:
+def _run_measurement(
+    group: Sequence[TrialRecord], entry: FrontEntry
+) -> tuple[dict[str, Any] | None, str | None]:
     """The run's own measured value of ``entry`` (with method and spread), or ``None`` and why not."""
     fallbacks = [
         r.metrics.get("energy_measured_fallback") for r in group if r.metrics.get("energy_measured_fallback")

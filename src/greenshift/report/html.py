@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from greenshift.report.data import Comparison, Entry, ReportData, baseline_outside_text
+from greenshift.report.data import Comparison, FrontEntry, ReportData, baseline_outside_text
 from greenshift.report.format import number_text, objective_label, percent_text
 from greenshift.report.improvement import Headline
 
@@ -82,7 +82,7 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _entries_table(entries: Sequence[Entry], report: ReportData, *, changes: bool) -> str:
+def _entries_table(entries: Sequence[FrontEntry], report: ReportData, *, changes: bool) -> str:
     """Entries with objectives, optional % change vs the default, and one column per hyperparameter."""
     names = list(report.objective_names)
     keys = sorted({k for e in entries for k in e.config})

@@ -41,7 +41,7 @@ import numpy as np
 from greenshift.config import MODELLED_ENERGY_FIELDS, DSNNConfig
 
 if TYPE_CHECKING:
-    from greenshift.store.front import FrontEntry as Entry
+    from greenshift.store.front import FrontEntry
 
 MIN_TRIALS = 10
 #: Objectives that are known functions of a few hyperparameters, and those hyperparameters.
@@ -149,7 +149,7 @@ def _columns(
 
 
 def compute_importance(
-    entries: Sequence[Entry],
+    entries: Sequence[FrontEntry],
     objective_names: Sequence[str],
     *,
     space: Any = None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from greenshift.store.front import FrontEntry as Entry
+    from greenshift.store.front import FrontEntry
 
 LOSS = "loss"
 
@@ -73,7 +73,7 @@ def percent_change(value: float, baseline: float) -> float | None:
 
 
 def _best(
-    candidates: Sequence[Entry], default: Entry, objective: str, constraints: Sequence[str]
+    candidates: Sequence[FrontEntry], default: FrontEntry, objective: str, constraints: Sequence[str]
 ) -> Headline | None:
     """The candidate with the largest reduction of ``objective`` among those no worse in ``constraints``."""
     best: Headline | None = None
@@ -91,7 +91,7 @@ def _best(
 
 
 def compute_improvement(
-    front: Sequence[Entry], default: Entry | None, objective_names: Sequence[str]
+    front: Sequence[FrontEntry], default: FrontEntry | None, objective_names: Sequence[str]
 ) -> Improvement:
     """Compare every front configuration and the headline figures with ``default`` (see module docstring)."""
     if default is None:

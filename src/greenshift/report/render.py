@@ -20,7 +20,7 @@ from greenshift.report.data import (
     LOSS,
     BudgetStep,
     Comparison,
-    Entry,
+    FrontEntry,
     ReportData,
     compare_runs,
 )
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
 
 
-def _entry_json(entry: Entry | None) -> dict[str, Any] | None:
+def _entry_json(entry: FrontEntry | None) -> dict[str, Any] | None:
     return None if entry is None else entry.to_dict()
 
 
@@ -150,7 +150,7 @@ def plot_pareto(report: ReportData, path: Path) -> Path:
     x_name, y_name = _axes_names(report.objective_names)
     fig, ax = plt.subplots(figsize=(8.8, 5.2), dpi=120)
 
-    def xy(entries: Sequence[Entry]) -> tuple[list[float], list[float]]:
+    def xy(entries: Sequence[FrontEntry]) -> tuple[list[float], list[float]]:
         xs = [float(e.objectives[x_name]) if x_name else float(e.trial_id) for e in entries]
         return xs, [float(e.objectives[y_name]) for e in entries]
 
