@@ -30,7 +30,8 @@ from greenshift.config import DSNNConfig
 from greenshift.data import load_dataset
 from greenshift.deploy.calibrate import calibrate
 from greenshift.models import get_model
-from greenshift.objectives import energy_table_from_dict, profile_model
+from greenshift.objectives import profile_model
+from greenshift.objectives.energy_model import energy_table_from_dict
 from greenshift.train import build_model
 
 THREADS = 2

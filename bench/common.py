@@ -57,15 +57,15 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 def hypervolume_curve(result: Any, reference: Any) -> tuple[Any, ...]:
     """The run's hypervolume over consumed epochs (``greenshift.store`` BudgetSteps), by the report's rules."""
-    from greenshift.store import budget_steps
     from greenshift.store import hypervolume_curve as curve_of
+    from greenshift.store.front import budget_steps
 
     return curve_of(budget_steps(result.trials, result.objectives, result.max_epochs), reference)
 
 
 def hypervolume_at(curve: Any, budget: float) -> float:
     """Hypervolume reached once ``budget`` epochs were consumed (0 before the first point)."""
-    from greenshift.store import hypervolume_at as at
+    from greenshift.store.front import hypervolume_at as at
 
     return at(curve, budget)
 

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from greenshift.models import get_model
-from greenshift.objectives import MeasureOptions, choose_meter, measure_energy, model_energy_j
-from greenshift.objectives.meters import EnergyMeter
+from greenshift.objectives import MeasureOptions, measure_energy, model_energy_j
+from greenshift.objectives.meters import EnergyMeter, choose_meter
 
 MODELS = ("small_cnn", "resnet20")
 INPUT_SHAPE = (3, 32, 32)

@@ -33,7 +33,8 @@ import torch
 from common import write_result
 from greenshift.config import DSNNConfig
 from greenshift.data import load_dataset
-from greenshift.objectives import MeasureOptions, choose_meter, measure_energy, model_energy_j
+from greenshift.objectives import MeasureOptions, measure_energy, model_energy_j
+from greenshift.objectives.meters import choose_meter
 from greenshift.train import train
 
 CONFIGS = {

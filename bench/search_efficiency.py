@@ -24,7 +24,7 @@ from common import (
     hypervolume_curve,
     write_result,
 )
-from greenshift.store import BudgetStep
+from greenshift.store.front import BudgetStep
 
 OPTIMIZERS = ("smac", "smac-bo", "random")
 FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from greenshift.config import DSNNConfig
-from greenshift.data import AugmentSpec, Dataset, ImageSplit, channel_stats
+from greenshift.data import Dataset
+from greenshift.data.core import AugmentSpec, ImageSplit, channel_stats
 from greenshift.train import build_model, make_optimizer, train
 
 VARIANTS = {"float": {"shift_depth": 0}, "Q": {"shift_depth": None, "shift_type": "Q"}}

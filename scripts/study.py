@@ -343,6 +343,40 @@ def depth_sweeps(
     return sweeps, commands
 
 
+def backbone_macs(backbones: list[str], args: argparse.Namespace) -> tuple[dict[str, int], list[str]]:
+    """Multiply-accumulates per image of each backbone at the study's image size, with the commands."""
+    macs, commands = {}, []
+    for backbone in backbones:
+        command = ["greenshift", "profile", "--backbone", backbone, "--dataset", "digits", "--json"]
+        if args.image_size:
+            command += ["--image-size", str(args.image_size)]
+        commands.append(" ".join(command))
+        macs[backbone] = int(captured(command)["totals"]["macs"])
+    return macs, commands
+
+
+def scope_line(
+    macs: dict[str, int], total_epochs: dict[str, int], minutes_per_run: dict[str, float]
+) -> list[str]:
+    """Which backbones the study covers, and why GoogLeNet is not one of them (its cost, from the profile)."""
+    first, *others = list(total_epochs)
+    ratio = {b: macs[b] / macs[first] for b in macs}
+    covered = ", ".join(
+        f"{b} ({macs[b] / 1e6:.1f} M MACs per image, {total_epochs[b]} epochs per run, "
+        f"median {minutes_per_run[b]:.0f} min per search)"
+        for b in total_epochs
+    )
+    lines = [f"- Backbones: {covered}."]
+    if "googlenet" in macs and "googlenet" not in total_epochs:
+        heaviest = max(others or [first], key=lambda b: ratio[b])
+        lines += [
+            f"  GoogLeNet is not in this study: it does {macs['googlenet'] / 1e6:.1f} M MACs per image,"
+            f" {ratio['googlenet']:.0f}x {first}'s ({heaviest}: {ratio[heaviest]:.1f}x), so three seeds at",
+            "  a budget at which it converges do not fit the study's 2 hours on 2 cores.",
+        ]
+    return lines
+
+
 def plot_convergence(points: list[dict], path: Path) -> None:
     """Accuracy over the training budget, one line per backbone and configuration (median over seeds)."""
     import matplotlib
@@ -447,7 +481,6 @@ def render(
         f"- Data: scikit-learn digits, {args.image_size or 8}x{args.image_size or 8}, 1 channel, 10 classes (chance: "
         f"loss {study_page.CHANCE_LOSS}). Objectives `loss` (1 - validation accuracy) and `energy_model_j`. CPU, 2 cores,",
         f"  {args.jobs} searches at a time with one thread per trial.",
-        "",
     ]
     smac_facts, smac_runs = {}, {}
     body: list[str] = []
@@ -476,6 +509,13 @@ def render(
             "![normalised hypervolume over epochs, smac and random](img/study-hypervolume.png)",
             "",
         ]
+    macs, macs_commands = backbone_macs([*args.backbones, "googlenet"], args)
+    lines += scope_line(
+        macs,
+        {b: per_backbone(b, args.max_total_epochs, "--max-total-epochs") for b in args.backbones},
+        {b: statistics.median(study_page.minutes(rep) for _, rep, _ in smac_runs[b]) for b in args.backbones},
+    )
+    lines.append("")
     full_depths = {b: smac_facts[b]["full_depth"] for b in args.backbones}
     sweeps, profile_commands = depth_sweeps(args.backbones, full_depths, args)
     sweep_lines, monotone = study_page.depth_sweep_section(sweeps)
@@ -524,6 +564,7 @@ def render(
         study_command(args),
         *commands,
         *profile_commands,
+        *macs_commands,
         "```",
         "",
     ]

@@ -73,3 +73,19 @@ def test_greenshift_search_is_the_package_and_the_function() -> None:
 
     assert callable(greenshift.search) and greenshift.search.DSNNSearch is DSNNSearch
     assert set(greenshift.__all__) >= {"search", "open_run", "Run", "DSNNConfig"}
+
+
+PACKAGES = ("data", "models", "shift", "train", "objectives", "store", "report", "export")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_exports_what_docs_api_lists(package) -> None:
+    import importlib
+
+    row = re.search(rf"^\| `greenshift\.{package}` \|(.*)\|$", API_DOC.read_text(), re.M)
+    assert row, f"docs/api.md lists greenshift.{package}"
+    listed = set(re.findall(r"`([A-Za-z_][A-Za-z_0-9]*)`", row.group(1)))
+    module = importlib.import_module(f"greenshift.{package}")
+    # __all__ is the user's surface: each name resolves, and docs/api.md lists exactly these names
+    assert all(getattr(module, name) is not None for name in module.__all__)
+    assert listed == set(module.__all__)

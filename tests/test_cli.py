@@ -73,7 +73,6 @@ def searched(tmp_path_factory):
     trial = CountingTrial()
     stdout, stderr = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONHASHSEED", "0")  # set: main() must not re-exec the test process
         mp.setattr(cli_search, "_trial_function", trial)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main([*SEARCH, "--out", str(out)])
@@ -83,7 +82,6 @@ def searched(tmp_path_factory):
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     trial = CountingTrial()
     monkeypatch.setattr(cli_search, "_trial_function", trial)
     return trial
@@ -161,7 +159,6 @@ TRAIN = ["train", "--dataset", "digits", "--epochs", "1"]
     ],
 )
 def test_bad_values_exit_2_with_one_line(capsys, cache_dir, monkeypatch, argv, expected):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")  # set: a search must not re-exec the test process
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert expected in one_error_line(err)
@@ -258,7 +255,8 @@ def test_search_settings_precedence_flags_file_preset(tmp_path):
 
 def test_cli_choices_match_the_library():
     from greenshift.cli import common
-    from greenshift.objectives import METER_NAMES, OBJECTIVES
+    from greenshift.objectives import OBJECTIVES
+    from greenshift.objectives.meters import METER_NAMES
 
     # The parser repeats these two so that building it does not import torch; the rest it imports.
     assert tuple(METER_NAMES) == common.METERS
@@ -286,7 +284,6 @@ def test_every_search_setting_has_a_flag_named_after_its_config_key():
     ],
 )
 def test_search_errors_name_the_flags(capsys, monkeypatch, tmp_path, argv, expected):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     base = ["search", "--dataset", "digits", "--backbone", "tiny_cnn", "--out", str(tmp_path / "r")]
     code, out, err = run_cli(capsys, *base, *argv)
     assert code == 2 and out == ""
@@ -294,7 +291,6 @@ def test_search_errors_name_the_flags(capsys, monkeypatch, tmp_path, argv, expec
 
 
 def test_a_config_file_error_names_the_files_key(capsys, monkeypatch, tmp_path):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     config = tmp_path / "search.yaml"
     config.write_text("trials: many\n")
     code, _, err = run_cli(
@@ -376,7 +372,6 @@ def tiny_run(tmp_path_factory):
     argv = ["search", "--dataset", "digits", "--backbone", "tiny_cnn", "--trials", "3"]
     argv += ["--min-epochs", "1", "--max-epochs", "1", "--out", str(out), "--json"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONHASHSEED", "0")
         mp.setenv("GREENSHIFT_CACHE", str(out.parent / "cache"))
         mp.setattr(cli_search, "_trial_function", SyntheticTrial(max_depth=3))
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

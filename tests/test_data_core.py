@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from greenshift.data import (
+from greenshift.data import Dataset
+from greenshift.data.core import (
     AugmentSpec,
-    Dataset,
     ImageSplit,
     augment_batch,
     channel_stats,

@@ -10,17 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from greenshift.data import (
-    AugmentSpec,
-    ImageSplit,
-    RawDataset,
-    channel_stats,
-    list_datasets,
-    load_dataset,
-    register_dataset,
-    registry,
-    resolve_cache_dir,
-)
+from greenshift.data import list_datasets, load_dataset, register_dataset, registry
+from greenshift.data.cache import resolve_cache_dir
+from greenshift.data.core import AugmentSpec, ImageSplit, RawDataset, channel_stats
 from greenshift.errors import ConfigError, DataError
 
 

@@ -31,7 +31,8 @@ from greenshift.deploy.onnx import (
 )
 from greenshift.errors import ConfigError, ExportError
 from greenshift.export import evaluate_onnx, export_model, to_onnx
-from greenshift.objectives import check_objectives, evaluate
+from greenshift.objectives import evaluate
+from greenshift.objectives.evaluate import check_objectives
 from greenshift.shift import ShiftConv2d, ShiftLayer
 from greenshift.train import build_model
 

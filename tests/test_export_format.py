@@ -12,22 +12,23 @@ from hypothesis import strategies as st
 from safetensors.torch import save, save_file
 
 from greenshift.config import DSNNConfig
-from greenshift.data import AugmentSpec, Dataset, ImageSplit, channel_stats
+from greenshift.data import Dataset
+from greenshift.data.core import AugmentSpec, ImageSplit, channel_stats
 from greenshift.errors import ExportError
-from greenshift.export import (
+from greenshift.export import export_model, load_exported
+from greenshift.export.format import (
     FORMAT_VERSION,
+    _checksum,
     decode_codes,
     encode_codes,
-    export_model,
-    load_exported,
     pack_codes,
     packed_size_bytes,
     read_exported,
     unpack_codes,
 )
-from greenshift.export.format import _checksum
 from greenshift.models import get_model
-from greenshift.shift import ShiftLayer, shift_range
+from greenshift.shift import ShiftLayer
+from greenshift.shift.quantize import shift_range
 from greenshift.train import build_model, train, validate
 
 

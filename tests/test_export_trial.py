@@ -10,7 +10,8 @@ import torch
 from greenshift.config import DSNNConfig
 from greenshift.data import load_dataset
 from greenshift.errors import ExportError
-from greenshift.export import evaluate_exported, export_model, export_trial, load_exported, read_exported
+from greenshift.export import evaluate_exported, export_model, export_trial, load_exported
+from greenshift.export.format import read_exported
 from greenshift.search import DSNNSearch, SearchSettings
 from greenshift.store import RunStore, TrialStatus
 from greenshift.train import train, validate

@@ -29,10 +29,10 @@ from greenshift.search.isolation import (
     trial_timeout,
 )
 from greenshift.search.trial import TrialSettings, run_trial
-from greenshift.store import RunStore, TrialStatus, WriterLock
+from greenshift.store import RunStore, TrialStatus
+from greenshift.store.lock import WriterLock
 from greenshift.testing import FaultyTrial, SyntheticTrial
 
-ENV = {**os.environ, "PYTHONHASHSEED": "0"}  # SMAC iterates over sets: runs repeat under one hash seed
 IDENTITY = {"dataset": "digits", "seed": 0}
 
 
@@ -168,7 +168,7 @@ def test_a_real_trial_that_fails_mid_training_is_charged_its_epochs(tmp_path, mo
 
 _HOLD_LOCK = """
 import sys, time
-from greenshift.store import WriterLock
+from greenshift.store.lock import WriterLock
 WriterLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -180,7 +180,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True, env=ENV
+        [sys.executable, "-c", _HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -221,7 +221,6 @@ def test_a_second_search_is_refused_while_the_first_finishes_and_readers_keep_wo
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=ENV,
     )
     deadline = time.time() + 120
     while count_rows(out, "status = 'running'") == 0 and time.time() < deadline:
@@ -234,7 +233,6 @@ def test_a_second_search_is_refused_while_the_first_finishes_and_readers_keep_wo
             trial_function=SyntheticTrial(),
         ).run()
     # command line, --force-new included: one line, exit 2, the live run is not moved away
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     argv = ["search", "--dataset", "digits", "--backbone", "resnet20", "--out", str(out), "--seed", "2"]
     for extra in ([], ["--force-new"]):
         assert main([*argv, *extra]) == 2
@@ -369,7 +367,7 @@ def test_sigkill_at_ten_random_moments_ends_with_exactly_the_rows_of_an_uninterr
     # A kill during the next start's imports leaves the same row running: count each trial once.
     killed_in: set[int] = set()
     for _ in range(10):
-        proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL)
         if rng.random() < 0.3:
             time.sleep(rng.uniform(0.0, 3.0))  # anywhere: imports, SMAC's set-up, the replay, a trial
         else:
@@ -385,9 +383,7 @@ def test_sigkill_at_ten_random_moments_ends_with_exactly_the_rows_of_an_uninterr
         assert {k: now[k] for k in seen} == seen, "a finished trial was lost or changed"
         seen = now
     assert killed_in, "no kill landed inside a trial"
-    final = subprocess.run(
-        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=300
-    )
+    final = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     subprocess.run(
         [
@@ -395,7 +391,6 @@ def test_sigkill_at_ten_random_moments_ends_with_exactly_the_rows_of_an_uninterr
             "-c",
             _search_script(reference, trials=24, seed=11, sleep_s=0.0, extra=", isolate_trials=False"),
         ],
-        env=ENV,
         check=True,
         capture_output=True,
         timeout=300,
@@ -419,7 +414,7 @@ def test_a_real_trial_killed_mid_epoch_resumes_from_its_continuation_checkpoint(
     out, reference = tmp_path / "run", tmp_path / "reference"
     # Kill the search (and with it its trial process) inside a promoted trial, which continues training
     # from the checkpoint its lower budget left, a moment after it began an epoch.
-    proc = subprocess.Popen([sys.executable, "-c", _REAL_SEARCH, str(out)], env=ENV)
+    proc = subprocess.Popen([sys.executable, "-c", _REAL_SEARCH, str(out)])
     deadline = time.time() + 240
     promoted = "budget_epochs = 3 and is_default = 0"
     while not _running_since(out, 0.1, promoted) and proc.poll() is None and time.time() < deadline:
@@ -428,8 +423,8 @@ def test_a_real_trial_killed_mid_epoch_resumes_from_its_continuation_checkpoint(
     proc.wait()
     assert count_rows(out, f"status = 'running' and {promoted}") == 1, "the kill must land inside the trial"
     assert list((out / "checkpoints").glob("continue-*.pt")), "the promoted trial continues a checkpoint"
-    subprocess.run([sys.executable, "-c", _REAL_SEARCH, str(out)], env=ENV, check=True, timeout=600)
-    subprocess.run([sys.executable, "-c", _REAL_SEARCH, str(reference)], env=ENV, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _REAL_SEARCH, str(out)], check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _REAL_SEARCH, str(reference)], check=True, timeout=600)
     assert count_rows(out, "status = 'interrupted'") == 1
     # the same trials with the same objectives: continuing after the kill trained exactly what an
     # uninterrupted run trained (bit for bit on the CPU)
@@ -443,9 +438,7 @@ def test_a_two_worker_run_killed_mid_search_resumes_without_losing_or_repeating_
     out = tmp_path / "run"
     script = _search_script(out, trials=12, seed=4, sleep_s=0.15, extra=", workers=2")
     # The whole process group, workers included, as a batch system ends a job.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], env=ENV, start_new_session=True, stdout=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.time() + 240
     while len(_finished_snapshot(out)) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -454,9 +447,7 @@ def test_a_two_worker_run_killed_mid_search_resumes_without_losing_or_repeating_
     before = _finished_snapshot(out)
     running = count_rows(out, "status = 'running'")
     assert 4 <= len(before) < 12 and running >= 1
-    final = subprocess.run(
-        [sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=600
-    )
+    final = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert final.returncode == 0 and "FINISHED 12" in final.stdout, final.stderr[-2000:]
     after = _finished_snapshot(out)
     assert {k: after[k] for k in before} == before

@@ -10,18 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenshift.store import (
+from greenshift.store import TrialRecord, TrialStatus, hypervolume_curve, run_default, run_front
+from greenshift.store.front import (
     BUDGET_RTOL,
     BudgetStep,
-    TrialRecord,
-    TrialStatus,
     at_full_budget,
     budget_steps,
     front_trial_ids,
     hypervolume_at,
-    hypervolume_curve,
-    run_default,
-    run_front,
 )
 from test_report import record as report_record
 

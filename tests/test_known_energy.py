@@ -11,7 +11,8 @@ from smac.model.abstract_model import AbstractModel
 from greenshift.config import DSNNConfig
 from greenshift.errors import ConfigError
 from greenshift.models import get_model
-from greenshift.objectives import count_ops, energy_with_shift_settings_j, model_energy_j
+from greenshift.objectives import model_energy_j
+from greenshift.objectives.energy_model import count_ops, energy_with_shift_settings_j
 from greenshift.search import DSNNSearch, SearchSettings, build_space
 from greenshift.search.facades import make_facade
 from greenshift.search.known_energy import (

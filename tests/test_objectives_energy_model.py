@@ -14,21 +14,16 @@ from torch import nn
 
 from greenshift.errors import ConfigError
 from greenshift.models import get_model
-from greenshift.objectives import (
+from greenshift.objectives import load_energy_table, model_energy_j, profile_model, profile_rows
+from greenshift.objectives.energy_model import (
+    LayerOps,
+    activation_memory_energy_pj,
+    compute_energy_pj,
     count_ops,
     default_energy_table,
     energy_table_from_dict,
     interpolate_energy,
     layer_energy,
-    load_energy_table,
-    model_energy_j,
-    profile_model,
-    profile_rows,
-)
-from greenshift.objectives.energy_model import (
-    LayerOps,
-    activation_memory_energy_pj,
-    compute_energy_pj,
     weight_memory_energy_pj,
 )
 from greenshift.shift import ShiftConv2d, convert_to_shift, count_shiftable_layers

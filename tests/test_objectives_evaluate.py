@@ -11,7 +11,8 @@ import torch
 from greenshift.data import load_dataset
 from greenshift.errors import ConfigError
 from greenshift.models import get_model
-from greenshift.objectives import OBJECTIVES, EvaluationResult, FakeMeter, evaluate, model_energy_j
+from greenshift.objectives import OBJECTIVES, FakeMeter, evaluate, model_energy_j
+from greenshift.objectives.evaluate import EvaluationResult
 from greenshift.shift import convert_to_shift, shift_size_bits
 from greenshift.train import validate
 
@@ -122,7 +123,7 @@ def test_unknown_objectives_and_meters_are_config_errors(digits) -> None:
 
 
 def test_energy_table_path_is_accepted(digits, tmp_path) -> None:
-    from greenshift.objectives import default_energy_table
+    from greenshift.objectives.energy_model import default_energy_table
 
     data = {**default_energy_table().to_dict(), "weight_memory": "dram"}
     path = tmp_path / "hw.json"

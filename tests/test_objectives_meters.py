@@ -17,12 +17,11 @@ from greenshift.objectives import (
     MeasureOptions,
     NvmlMeter,
     RaplMeter,
-    choose_meter,
     measure_energy,
     metered,
     select_meter,
 )
-from greenshift.objectives.meters import foreign_gpu_processes, rapl_delta_uj
+from greenshift.objectives.meters import choose_meter, foreign_gpu_processes, rapl_delta_uj
 
 
 class FakeNvml:

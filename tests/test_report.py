@@ -11,14 +11,9 @@ import pytest
 
 from greenshift.errors import ConfigError, StoreError
 from greenshift.objectives.pareto import hypervolume
-from greenshift.report import (
-    FrontEntry,
-    build_report,
-    compare_runs,
-    compute_improvement,
-    load_report,
-    pick,
-)
+from greenshift.report import compare_runs, load_report, pick
+from greenshift.report.data import FrontEntry, build_report
+from greenshift.report.improvement import compute_improvement
 from greenshift.store.records import TrialRecord, TrialStatus, config_key
 
 NAMES = ("loss", "energy_model_j")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from greenshift.report import build_report, write_report
+from greenshift.report import write_report
+from greenshift.report.data import build_report
 from test_report import NAMES, synthetic_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

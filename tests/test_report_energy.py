@@ -15,16 +15,17 @@ import pytest
 import torch
 
 from greenshift.config import DSNNConfig
-from greenshift.objectives import FakeMeter, default_energy_table, profile_model
+from greenshift.objectives import FakeMeter, profile_model
+from greenshift.objectives.energy_model import default_energy_table
 from greenshift.report import (
     add_crosscheck,
     energy_crosscheck,
     load_report,
     remeasure,
     report_json,
-    trust_statistics,
     write_report,
 )
+from greenshift.report.crosscheck import trust_statistics
 from greenshift.report.energy import CACHE_PATH, NO_KEPT_MODEL
 from greenshift.store import RunStore, TrialStatus
 from greenshift.train import build_model

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from greenshift.report import FrontEntry, compute_importance
+from greenshift.report.data import FrontEntry
+from greenshift.report.importance import compute_importance
 
 NAMES = ("loss", "energy_model_j")
 

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from greenshift.report import build_report, compare_runs, report_json, write_comparison, write_report
+from greenshift.report import compare_runs, report_json, write_comparison, write_report
+from greenshift.report.data import build_report
 from greenshift.report.format import objective_label
 from greenshift.store.records import TrialStatus
 from test_report import NAMES, cfg, lo, record, synthetic_records

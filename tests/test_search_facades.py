@@ -176,7 +176,8 @@ class ContinuationWritingTrial(SyntheticTrial):
         self.seen: list[tuple[str, int, set[str]]] = []
 
     def __call__(self, settings, values, budget_epochs, seed, config_key):
-        from greenshift.store import RunLayout, continuation_key
+        from greenshift.store import RunLayout
+        from greenshift.store.layout import continuation_key
 
         layout = RunLayout(settings.run_dir)
         present = {continuation_key(path) for path in layout.continuation_checkpoints()}

@@ -10,7 +10,8 @@ import torch
 
 from greenshift.search import DSNNSearch, SearchSettings
 from greenshift.search.facade import FINAL_STATUSES
-from greenshift.store import TrialStatus, front_trial_ids
+from greenshift.store import TrialStatus
+from greenshift.store.front import front_trial_ids
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from greenshift.shift import (
     encode_shift_weights,
     round_shift_weights,
     shift_size_bits,
-    shiftable_layers,
 )
+from greenshift.shift.convert import shiftable_layers
 
 
 def _sequential() -> nn.Sequential:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from greenshift.errors import ConfigError
-from greenshift.shift import ShiftConv2d, ShiftEncoding, ShiftLayer, ShiftLinear, shift_range
-from greenshift.shift.quantize import round_fixed_point, round_power_of_two, round_sign_shift
+from greenshift.shift import ShiftConv2d, ShiftLayer, ShiftLinear
+from greenshift.shift.layers import ShiftEncoding
+from greenshift.shift.quantize import round_fixed_point, round_power_of_two, round_sign_shift, shift_range
 
 SETTINGS = {"weight_bits": 5, "rounding": "deterministic", "act_integer_bits": 16, "act_fraction_bits": 16}
 

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from greenshift.errors import StoreError
-from greenshift.store import MIGRATIONS, RunStore, TrialStatus, all_finite, config_key
+from greenshift.store import RunStore, TrialStatus
+from greenshift.store.records import all_finite, config_key
+from greenshift.store.sqlite import MIGRATIONS
 
 IDENTITY = {"dataset": "cifar10", "model": "resnet20", "objectives": ["error", "energy_model_j"], "seed": 0}
 CONFIG = {"lr": 0.1, "optimizer": "sgd", "weight_bits": 5}
@@ -543,8 +545,9 @@ def test_killed_writer_leaves_only_complete_transactions(store: RunStore) -> Non
 
 
 def test_layout_names_every_file_of_a_run_and_the_store_uses_it(tmp_path: Path) -> None:
-    from greenshift.store import RunLayout, WriterLock, continuation_key
-    from greenshift.store.layout import REPORT_FILES
+    from greenshift.store import RunLayout
+    from greenshift.store.layout import REPORT_FILES, continuation_key
+    from greenshift.store.lock import WriterLock
 
     layout = RunLayout(tmp_path)
     store = RunStore.create(tmp_path, identity={"a": 1})
@@ -579,7 +582,8 @@ def test_kept_models_round_trip_and_foreign_files_are_refused(tmp_path: Path) ->
     import torch
 
     from greenshift.config import DSNNConfig
-    from greenshift.store import RunLayout, load_trial_model, save_trial_model
+    from greenshift.store import RunLayout, load_trial_model
+    from greenshift.store.kept_models import save_trial_model
     from greenshift.train import build_model
 
     config = DSNNConfig()

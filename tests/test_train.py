@@ -11,9 +11,11 @@ import torch.nn.functional as F
 
 import greenshift.train.loop as loop
 from greenshift.config import DSNNConfig
-from greenshift.data import AugmentSpec, Dataset, ImageSplit, channel_stats
+from greenshift.data import Dataset
+from greenshift.data.core import AugmentSpec, ImageSplit, channel_stats
 from greenshift.errors import ConfigError, GreenshiftError
-from greenshift.shift import ShiftLayer, round_shift_weights, shiftable_layers
+from greenshift.shift import ShiftLayer, round_shift_weights
+from greenshift.shift.convert import shiftable_layers
 from greenshift.train import (
     Lookahead,
     TrainResult,

@@ -23,7 +23,9 @@ from greenshift import cli
 from greenshift.cli import main
 from greenshift.cli import search as cli_search
 from greenshift.errors import ConfigError, DataError
-from greenshift.report import FrontEntry, build_report, compare_runs, compute_importance, load_report
+from greenshift.report import compare_runs, load_report
+from greenshift.report.data import FrontEntry, build_report
+from greenshift.report.importance import compute_importance
 from greenshift.search import DSNNSearch, SearchSettings
 from greenshift.search.space import load_space_file
 from greenshift.store import RunStore, TrialRecord, TrialStatus
@@ -59,7 +61,6 @@ class CountingTrial(SyntheticTrial):
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")  # set: main() must not re-exec the test process
     trial = CountingTrial()
     monkeypatch.setattr(cli_search, "_trial_function", trial)
     return trial
@@ -72,7 +73,6 @@ def crashing_run(tmp_path_factory):
     trial = SyntheticTrial(crash_when={"optimizer": ["adam", "radam", "adagrad", "ranger"]})
     stdout = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONHASHSEED", "0")
         mp.setattr(cli_search, "_trial_function", trial)
         mp.setattr("sys.stdout", stdout)
         code = main([*SEARCH, "--trials", "12", "--out", str(out)])
@@ -341,7 +341,6 @@ class InterruptingTrial(SyntheticTrial):
 
 
 def test_one_ctrl_c_stops_the_search_with_exit_code_130(monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     trial = InterruptingTrial()
     monkeypatch.setattr(cli_search, "_trial_function", trial)
     # In the search's own process, so that the trial's SIGINT reaches the search as a Ctrl-C would.
@@ -354,7 +353,6 @@ def test_one_ctrl_c_stops_the_search_with_exit_code_130(monkeypatch, capsys, tmp
 
 # -- 9. the emissions country -------------------------------------------------------------------
 def test_country_reaches_the_trials_and_is_validated(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     args = cli.build_parser().parse_args([*SEARCH, "--out", str(tmp_path / "r"), "--country", "FRA"])
     settings = cli_search.search_settings(args)
     assert settings.country_iso_code == "FRA"
@@ -429,7 +427,6 @@ def test_data_dir_for_a_data_set_without_files_is_an_error(capsys, cache_dir, tm
 
     with pytest.raises(ConfigError, match="'digits' reads no files"):
         load_dataset("digits", data_dir=tmp_path)
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     code, _, err = run_cli(capsys, *SEARCH, "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"))
     assert code == 2 and "reads no files" in error_line(err)
 
@@ -451,7 +448,6 @@ def test_optimizer_in_a_config_file_is_always_the_search_optimiser(capsys, cache
     assert code == 2 and "set: {optimizer: adam}" in error_line(err)
     search_file = tmp_path / "search.yaml"
     search_file.write_text("optimizer: adam\n")
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
     code, _, err = run_cli(capsys, *SEARCH, "--out", str(tmp_path / "r"), "--config", str(search_file))
     assert code == 2 and "is a training optimiser" in error_line(err)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import StoreError
-from greenshift.store import FrontEntry, RunLayout, RunStore, TrialRecord, TrialStatus, run_default, run_front
+from greenshift.store import RunLayout, RunStore, TrialRecord, TrialStatus, run_default, run_front
+from greenshift.store.front import FrontEntry
 
 
 class Run:
@@ -61,7 +62,7 @@ class Run:
         return run_default(self.trials(), tuple(settings["objectives"]), float(settings["max_epochs"]))
 
     def report(self, *, write_to: str | os.PathLike[str] | None = None) -> Any:
-        """The run's :class:`~greenshift.report.ReportData` (reads only; measures nothing).
+        """The run's :class:`~greenshift.report.data.ReportData` (reads only; measures nothing).
 
         With ``write_to`` the report's files (HTML, PNG, CSV, JSON) are written there as well.
         """

@@ -196,7 +196,8 @@ def _export_onnx(args: argparse.Namespace) -> int:
 # -- evaluate --------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``greenshift evaluate``: accuracy of an exported model."""
-    from greenshift.export import evaluate_exported, read_exported
+    from greenshift.export import evaluate_exported
+    from greenshift.export.format import read_exported
 
     if Path(args.model).suffix == ".onnx":
         return _evaluate_onnx(args)
@@ -267,7 +268,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     meter = None
     if args.meter:
-        from greenshift.objectives import choose_meter
+        from greenshift.objectives.meters import choose_meter
 
         meter, _ = choose_meter(args.meter)
     result = calibrate(rounds=args.rounds, threads=args.threads, watts=args.watts, meter=meter)

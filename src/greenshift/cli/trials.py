@@ -10,7 +10,8 @@ from typing import Any
 from greenshift.cli.common import AddCommand, console, objective_text, print_json, table
 from greenshift.config import coerce_names
 from greenshift.errors import ConfigError
-from greenshift.store import FAILED_STATUSES, TrialStatus
+from greenshift.store import TrialStatus
+from greenshift.store.records import FAILED_STATUSES
 
 TRIAL_STATUSES = tuple(status.value for status in TrialStatus)
 FAILED = tuple(status.value for status in FAILED_STATUSES)
@@ -85,7 +86,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 def _row(record: Any, objectives: list[str]) -> list[Any]:
     """One trial's values, as CSV writes them."""
-    from greenshift.store import error_headline
+    from greenshift.store.records import error_headline
 
     duration = None if record.duration_s is None else round(float(record.duration_s), 3)
     return [

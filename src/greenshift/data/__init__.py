@@ -7,34 +7,13 @@ generic class-per-folder ``folder``. Importing this package registers them.
 from __future__ import annotations
 
 from greenshift.data import cifar, digits, folders, mnist  # noqa: F401  (imported to register the readers)
-from greenshift.data.cache import CACHE_ENV, resolve_cache_dir
-from greenshift.data.core import (
-    AugmentSpec,
-    Dataset,
-    ImageSplit,
-    RawDataset,
-    augment_batch,
-    channel_stats,
-    hold_out_test,
-    iterate_batches,
-    stratified_split,
-)
-from greenshift.data.registry import DatasetInfo, list_datasets, load_dataset, register_dataset
+from greenshift.data.core import Dataset
+from greenshift.data.registry import list_datasets, load_dataset, register_dataset
 
+# What users need (docs/api.md); everything else is imported from its module.
 __all__ = [
-    "CACHE_ENV",
-    "AugmentSpec",
     "Dataset",
-    "DatasetInfo",
-    "ImageSplit",
-    "RawDataset",
-    "augment_batch",
-    "channel_stats",
-    "hold_out_test",
-    "iterate_batches",
     "list_datasets",
     "load_dataset",
     "register_dataset",
-    "resolve_cache_dir",
-    "stratified_split",
 ]

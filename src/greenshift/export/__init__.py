@@ -7,60 +7,26 @@
 - :mod:`greenshift.export.onnx`: :func:`to_onnx` (an export file as ONNX with integer shift weights, plus
   its float twin) and :func:`evaluate_onnx` (accuracy and latency in onnxruntime); needs the ``deploy`` extra.
 
-The integer reference itself lives in :mod:`greenshift.shift.integer` (pure shift maths) and is
-re-exported here.
+The integer reference itself lives in :mod:`greenshift.shift.integer` (pure shift maths); its model class
+:class:`IntegerReferenceModel` is re-exported here.
 """
 
 from __future__ import annotations
 
 from greenshift.export.evaluate import evaluate_exported
-from greenshift.export.format import (
-    CODE_LAYOUT,
-    FORMAT_VERSION,
-    ExportInfo,
-    ExportMeta,
-    decode_codes,
-    encode_codes,
-    export_model,
-    float_size_bytes,
-    load_exported,
-    pack_codes,
-    packed_size_bytes,
-    read_exported,
-    unpack_codes,
-)
-from greenshift.export.onnx import Agreement, OnnxInfo, evaluate_onnx, export_trial_onnx, to_onnx
+from greenshift.export.format import export_model, load_exported
+from greenshift.export.onnx import evaluate_onnx, export_trial_onnx, to_onnx
 from greenshift.export.trial import export_trial
-from greenshift.shift.integer import (
-    IntegerReferenceModel,
-    IntegerShiftLayer,
-    accumulator_bits,
-    integer_forward,
-)
+from greenshift.shift.integer import IntegerReferenceModel
 
+# What users need (docs/api.md); everything else is imported from its module.
 __all__ = [
-    "CODE_LAYOUT",
-    "FORMAT_VERSION",
-    "Agreement",
-    "ExportInfo",
-    "ExportMeta",
     "IntegerReferenceModel",
-    "IntegerShiftLayer",
-    "OnnxInfo",
-    "accumulator_bits",
-    "decode_codes",
-    "encode_codes",
     "evaluate_exported",
     "evaluate_onnx",
     "export_model",
     "export_trial",
     "export_trial_onnx",
-    "float_size_bytes",
-    "integer_forward",
     "load_exported",
-    "pack_codes",
-    "packed_size_bytes",
-    "read_exported",
     "to_onnx",
-    "unpack_codes",
 ]

@@ -54,8 +54,8 @@ from torch import Tensor, nn
 from greenshift.config import WEIGHT_BITS_RANGE, DSNNConfig
 from greenshift.errors import ConfigError, ExportError, GreenshiftError
 from greenshift.fileio import atomic_write_bytes
-from greenshift.shift import ShiftConv2d, ShiftLayer, shift_range
-from greenshift.shift.quantize import round_fixed_point
+from greenshift.shift import ShiftConv2d, ShiftLayer
+from greenshift.shift.quantize import round_fixed_point, shift_range
 from greenshift.train import build_model, resolve_device
 
 FORMAT_NAME = "greenshift-dsnn-export"
@@ -94,7 +94,7 @@ def packed_size_bytes(count: int, weight_bits: int) -> int:
 def encode_codes(sign: Tensor, shift: Tensor, weight_bits: int, shift_type: str) -> tuple[Tensor, Tensor]:
     """The ``uint8`` codes of weights ``sign * 2**shift`` (flattened), and the flat indices of Q zeros.
 
-    ``sign`` in {-1, 0, 1}; ``shift`` in ``[p_min, 0]`` of :func:`greenshift.shift.shift_range`. The
+    ``sign`` in {-1, 0, 1}; ``shift`` in ``[p_min, 0]`` of :func:`greenshift.shift.quantize.shift_range`. The
     second result is empty for PS (which has a code for zero) and for Q layers without exact zeros.
     """
     _check_code_settings(weight_bits, shift_type)

@@ -271,7 +271,7 @@ def export_trial_onnx(
 ) -> tuple[OnnxInfo, Any]:
     """:func:`greenshift.export.export_trial` then :func:`to_onnx`: trial ``trial_id`` as ``out`` (ONNX).
 
-    Returns the ONNX result and the :class:`~greenshift.export.ExportInfo` of the intermediate
+    Returns the ONNX result and the :class:`~greenshift.export.format.ExportInfo` of the intermediate
     greenshift export (written to a temporary file and removed).
     """
     import tempfile

@@ -7,32 +7,12 @@ Every backbone registers its modules in the order its forward pass runs them, so
 
 from __future__ import annotations
 
-# Importing each model module registers its factories; that is its only import-time effect.
-from greenshift.models.googlenet import GoogLeNet
-from greenshift.models.mobilenetv2 import MobileNetV2
-from greenshift.models.registry import (
-    ModelFactory,
-    ModelInfo,
-    get_model,
-    initialise_weights,
-    list_models,
-    model_info,
-    register_model,
-)
-from greenshift.models.resnet import CifarResNet
-from greenshift.models.small import SmallCNN
-from greenshift.models.vgg import VGG
+from greenshift.models import googlenet, mobilenetv2, resnet, small, vgg  # noqa: F401  (imported to register them)
+from greenshift.models.registry import get_model, list_models, model_info, register_model
 
+# What users need (docs/api.md); everything else is imported from its module.
 __all__ = [
-    "VGG",
-    "CifarResNet",
-    "GoogLeNet",
-    "MobileNetV2",
-    "ModelFactory",
-    "ModelInfo",
-    "SmallCNN",
     "get_model",
-    "initialise_weights",
     "list_models",
     "model_info",
     "register_model",

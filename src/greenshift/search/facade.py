@@ -52,19 +52,11 @@ from greenshift.search.trial import (
     dataset_shape,
     run_trial,
 )
-from greenshift.store import (
-    FrontEntry,
-    RunLayout,
-    RunStore,
-    TrialRecord,
-    TrialStatus,
-    WriterLock,
-    config_key,
-    continuation_key,
-    front_trial_ids,
-    run_default,
-    run_front,
-)
+from greenshift.store import RunLayout, RunStore, TrialRecord, TrialStatus, run_default, run_front
+from greenshift.store.front import FrontEntry, front_trial_ids
+from greenshift.store.layout import continuation_key
+from greenshift.store.lock import WriterLock
+from greenshift.store.records import config_key
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +271,7 @@ class DSNNSearch:
     def run(self) -> SearchResult:
         """Run (or resume) the search until a limit is reached; returns the result from the store.
 
-        The run directory is locked for the whole run (:class:`~greenshift.store.WriterLock`): a second
+        The run directory is locked for the whole run (:class:`~greenshift.store.lock.WriterLock`): a second
         search on it is refused with a :class:`~greenshift.errors.StoreError` that names this process.
         """
         space, fixed_extra = self.get_space()

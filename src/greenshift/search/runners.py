@@ -16,7 +16,7 @@ from smac.runhistory import StatusType, TrialInfo, TrialValue
 from smac.runner import DaskParallelRunner, TargetFunctionRunner
 
 from greenshift.search.trial import TrialSettings
-from greenshift.store import config_key
+from greenshift.store.records import config_key
 
 
 def configuration_values(config: Configuration) -> dict[str, Any]:

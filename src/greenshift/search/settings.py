@@ -221,7 +221,7 @@ def _search_optimizer(key: str, value: Any) -> str:
 
 
 def _meter(key: str, value: Any) -> str:
-    from greenshift.objectives import METER_NAMES
+    from greenshift.objectives.meters import METER_NAMES
 
     return coerce_choice(METER_NAMES)(key, value)
 
@@ -304,7 +304,7 @@ def resolve_search_settings(
     merged = merge_settings(layers, _COERCERS, search_defaults(), merged_keys=("set", "range"))
     require_settings(merged, ("dataset", "backbone", "out"))
 
-    from greenshift.objectives import check_objectives
+    from greenshift.objectives.evaluate import check_objectives
 
     merged["objectives"] = tuple(check_objectives(list(merged["objectives"])))
     if check_device and not merged["scheduler"]:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from greenshift.errors import GreenshiftError
-from greenshift.store import RunLayout, save_trial_model
+from greenshift.store import RunLayout
+from greenshift.store.kept_models import save_trial_model
 
 #: Outcome statuses of a finished trial (the store's TrialStatus values).
 OK, CRASHED, DIVERGED, TIMEOUT = "ok", "crashed", "diverged", "timeout"

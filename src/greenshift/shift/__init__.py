@@ -13,45 +13,17 @@ from greenshift.shift.convert import (
     encode_shift_weights,
     round_shift_weights,
     shift_size_bits,
-    shiftable_layers,
 )
-from greenshift.shift.layers import ShiftConv2d, ShiftEncoding, ShiftLayer, ShiftLinear
-from greenshift.shift.quantize import (
-    fixed_point_range,
-    power_of_two_exponent,
-    round_exponent,
-    round_fixed_point,
-    round_power_of_two,
-    round_sign_shift,
-    round_ternary,
-    shift_range,
-    ste_fixed_point,
-    ste_power_of_two,
-    ste_sign_shift,
-    validate_shift_settings,
-)
+from greenshift.shift.layers import ShiftConv2d, ShiftLayer, ShiftLinear
 
+# What users need (docs/api.md); everything else is imported from its module.
 __all__ = [
     "ShiftConv2d",
-    "ShiftEncoding",
     "ShiftLayer",
     "ShiftLinear",
     "convert_to_shift",
     "count_shiftable_layers",
     "encode_shift_weights",
-    "fixed_point_range",
-    "power_of_two_exponent",
-    "round_exponent",
-    "round_fixed_point",
-    "round_power_of_two",
     "round_shift_weights",
-    "round_sign_shift",
-    "round_ternary",
-    "shift_range",
     "shift_size_bits",
-    "shiftable_layers",
-    "ste_fixed_point",
-    "ste_power_of_two",
-    "ste_sign_shift",
-    "validate_shift_settings",
 ]
