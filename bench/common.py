@@ -44,7 +44,9 @@ def _commit() -> str | None:
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
         return None
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # Results written by earlier benchmarks of the same `make bench` are not changes to the code.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "..", ":!results", ":!../docs")
+    return commit + ("+changes" if changed else "")
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -71,7 +71,7 @@ def main() -> None:
     print(
         f"\nhypervolume after a fraction of {budget} epochs, median [min, max] over {seeds} seeds ({args.backbone})"
     )
-    print("fraction " + "".join(f"{n:>28s}" for n in OPTIMIZERS))
+    print("fraction " + "".join(f"  {n:>32s}" for n in OPTIMIZERS))
     for fraction in FRACTIONS:
         cells = []
         for name in OPTIMIZERS:
@@ -85,7 +85,7 @@ def main() -> None:
                 }
             )
             cells.append(f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]")
-        print(f"{fraction:8.2f} " + "".join(f"{c:>28s}" for c in cells))
+        print(f"{fraction:8.2f} " + "".join(f"  {c:>32s}" for c in cells))
     # A seed in which smac never reaches random's final hypervolume counts as an infinite fraction.
     median = statistics.median([math.inf if r is None else r for r in reach])
     median_reach = None if math.isinf(median) else median

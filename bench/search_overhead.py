@@ -32,9 +32,14 @@ from typing import Any
 from common import search_in_tempdir, write_result
 
 
-def measure(args: argparse.Namespace, trials: int, isolate: bool) -> dict[str, Any]:
-    """One search; its overhead figures."""
+def measure(
+    args: argparse.Namespace, trials: int, isolate: bool, facade: str = "greenshift"
+) -> dict[str, Any]:
+    """One search (SMAC's side built by the ``smac_settings`` variant ``facade``); its overhead figures."""
+    from smac_settings import VARIANTS
+
     result, wall_s = search_in_tempdir(
+        facade_class=VARIANTS[facade],
         backbone=args.backbone,
         trials=trials,
         min_epochs=args.min_epochs,
@@ -45,7 +50,7 @@ def measure(args: argparse.Namespace, trials: int, isolate: bool) -> dict[str, A
     in_trials_s = sum(t.duration_s or 0.0 for t in result.completed)
     loop_s = max(t.finished_at for t in result.completed) - min(t.started_at for t in result.completed)
     per_trial_ms = (loop_s - in_trials_s) / len(result.completed) * 1000
-    where = "in trial processes" if isolate else "in the search's process"
+    where = ("in trial processes" if isolate else "in the search's process") + f", {facade}"
     print(
         f"{len(result.completed)} trials of {args.backbone} {where}: wall {wall_s:.1f} s, loop {loop_s:.1f} s, "
         f"inside trials {in_trials_s:.1f} s, start-up (imports, SMAC set-up) {wall_s - loop_s:.1f} s"
@@ -124,6 +129,31 @@ def add_objective_cost(backbone: str, rounds: int) -> None:
     )
 
 
+def compare_facades(args: argparse.Namespace, trials: int, names: list[str]) -> dict[str, Any]:
+    """Search time per trial of SMAC variants, in rounds with a rotating order; medians per variant."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for name in order:
+            runs[name].append(measure(args, trials, True, name))
+    base = statistics.median(run["overhead_ms_per_trial"] for run in runs["greenshift"])
+    figures = {}
+    for name, measured in runs.items():
+        median = statistics.median(run["overhead_ms_per_trial"] for run in measured)
+        share = statistics.median(run["loop_overhead_share"] for run in measured)
+        figures[name] = {
+            "overhead_ms_per_trial": [run["overhead_ms_per_trial"] for run in measured],
+            "median_ms": median,
+            "over_greenshift": median / base,
+            "median_loop_overhead_share": share,
+        }
+        print(
+            f"{name:20s} search time per trial: median {median:.0f} ms, {median / base:.2f}x greenshift's, "
+            f"{share:.1%} of the search loop (target <= 5%)"
+        )
+    return figures
+
+
 def main() -> None:
     """Run the benchmark and print the overhead share (and the cost of isolation)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,6 +165,13 @@ def main() -> None:
     parser.add_argument(
         "--isolation", choices=("both", "on", "off"), default="both", help="trial processes or not"
     )
+    parser.add_argument(
+        "--facades",
+        nargs="+",
+        metavar="VARIANT",
+        help="also measure these bench/smac_settings.py variants (trial processes), side by side in rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the --facades comparison")
     parser.add_argument(
         "--objective-cost-only",
         action="store_true",
@@ -161,6 +198,8 @@ def main() -> None:
         cost = runs["isolated"]["overhead_ms_per_trial"] - runs["in_process"]["overhead_ms_per_trial"]
         result["isolation_cost_ms_per_trial"] = cost
         print(f"process isolation costs {cost:.0f} ms per trial")
+    if args.facades:
+        result["facades"] = compare_facades(args, trials, ["greenshift", *args.facades])
     path = write_result("search_overhead", result)
     print(f"written {path}")
 
