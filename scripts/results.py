@@ -151,8 +151,27 @@ def search_overhead(d: dict[str, Any]) -> list[str]:
             if "isolation_cost_ms_per_trial" in d
             else []
         ),
+        *facade_costs(d),
         *latency_ort_cost(d),
     ]
+
+
+def facade_costs(d: dict[str, Any]) -> list[str]:
+    """Search time per trial of SMAC variants (``--facades``), when the run compared them."""
+    if "facades" not in d:
+        return []
+    rows = [
+        "",
+        "SMAC variants of bench/smac_settings.py, same search in trial processes, rounds in a rotating order:",
+        "",
+        "| variant | search time per trial, median (ms) | vs greenshift | share of the search loop |",
+        "|---|---|---|---|",
+    ]
+    for name, f in d["facades"].items():
+        rows.append(
+            f"| {name} | {f['median_ms']:.0f} | {f['over_greenshift']:.2f}x | {f['median_loop_overhead_share']:.1%} |"
+        )
+    return rows
 
 
 def latency_ort_cost(d: dict[str, Any]) -> list[str]:
@@ -354,7 +373,12 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]]] = [
     ("shift_layers", "Shift layer overhead", "python bench/shift_layers.py", shift_layers),
     ("train_loop", "Training loop", "python bench/train_loop.py", train_loop),
     ("energy_meters", "Energy meters", "python bench/energy_meters.py", energy_meters),
-    ("search_overhead", "Search overhead", "python bench/search_overhead.py", search_overhead),
+    (
+        "search_overhead",
+        "Search overhead",
+        "python bench/search_overhead.py --facades plateau_10 local_searches_10",
+        search_overhead,
+    ),
     ("dask_scaling", "Dask scaling", "python bench/dask_scaling.py", dask_scaling),
     (
         "continue_promoted",
