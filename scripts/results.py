@@ -414,17 +414,22 @@ SEARCH_BENCHMARKS = (
 ORDERED_LOCAL_SEARCH = "e69e935"  # from this commit on, SMAC's local searches start in a fixed order
 
 
-def ran_before_ordered_search(data: dict[str, Any]) -> bool:
-    """Whether a benchmark's code predates the ordered local search (unknown commit counts as before)."""
-    machine = data.get("machine")
-    commit = machine.get("commit") if isinstance(machine, dict) else None
+def made_before(commit: str | None, ancestor: str) -> bool:
+    """Whether code at ``commit`` predates ``ancestor`` (not a descendant of it; unknown counts as before)."""
     if not commit:
         return True
-    revision = commit.removesuffix("+changes")
     done = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", ORDERED_LOCAL_SEARCH, revision], cwd=ROOT, capture_output=True
+        ["git", "merge-base", "--is-ancestor", ancestor, commit.removesuffix("+changes")],
+        cwd=ROOT,
+        capture_output=True,
     )
     return done.returncode != 0
+
+
+def ran_before_ordered_search(data: dict[str, Any]) -> bool:
+    """Whether a benchmark's code predates the ordered local search."""
+    machine = data.get("machine")
+    return made_before(machine.get("commit") if isinstance(machine, dict) else None, ORDERED_LOCAL_SEARCH)
 
 
 def hash_ordered_note() -> list[str]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import study_page
 
+from results import made_before
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -292,17 +294,6 @@ def main() -> None:
 TRAINING_FIX_COMMIT = "bd340bd"
 
 
-def predates_training_fix(commit: str | None) -> bool:
-    """Whether runs made at ``commit`` come from before :data:`TRAINING_FIX_COMMIT` (unknown: yes)."""
-    if not commit:
-        return True
-    base = commit.removesuffix("+changes")
-    found = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", TRAINING_FIX_COMMIT, base], cwd=ROOT, capture_output=True
-    )
-    return found.returncode != 0
-
-
 def current_commit() -> str:
     """The repository's commit, with ``+changes`` when the working tree differs from it."""
 
@@ -478,6 +469,14 @@ def render(
         "  in between changed no training or objective; SMAC's local-search start points are now ordered by",
         '  value instead of by Python\'s hash (docs/search.md, "Repeatability"), so rerunning the searches at',
         "  a later commit gives runs of the same kind, not the same trials.",
+        *(
+            [
+                f"- **These runs predate commit `{TRAINING_FIX_COMMIT}`**, which made DSNNs train as DeepShift's do",
+                "  (docs/concepts.md): their default DSNN did not learn, and their figures say little.",
+            ]
+            if made_before(args.commit, TRAINING_FIX_COMMIT)
+            else []
+        ),
         f"- Data: scikit-learn digits, {args.image_size or 8}x{args.image_size or 8}, 1 channel, 10 classes (chance: "
         f"loss {study_page.CHANCE_LOSS}). Objectives `loss` (1 - validation accuracy) and `energy_model_j`. CPU, 2 cores,",
         f"  {args.jobs} searches at a time with one thread per trial.",
